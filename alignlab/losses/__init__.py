@@ -1,0 +1,25 @@
+"""Pure tensor math for alignlab's objectives (METHODS.md sections 1-3): tensors in, tensors out.
+
+LightningModules wire models to these functions; nothing here knows about models, configs or logging.
+"""
+
+from .aligndistil import TEACHERS, aligndistil_loss, aligndistil_teacher
+from .logps import sequence_logps, shift_for_next_token, token_entropy, token_logps_and_kl
+from .preference import dpo_loss, ipo_loss, sft_loss, simpo_loss
+from .tdpo import TDPO_VARIANTS, tdpo_loss
+
+__all__ = [
+    "TDPO_VARIANTS",
+    "TEACHERS",
+    "aligndistil_loss",
+    "aligndistil_teacher",
+    "dpo_loss",
+    "ipo_loss",
+    "sequence_logps",
+    "sft_loss",
+    "shift_for_next_token",
+    "simpo_loss",
+    "tdpo_loss",
+    "token_entropy",
+    "token_logps_and_kl",
+]

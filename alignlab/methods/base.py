@@ -1,0 +1,124 @@
+"""The shared LightningModule: a trainable policy, an optional frozen reference, and an optimizer.
+
+Subclasses only say how a batch becomes a loss (`loss_and_metrics`), using the pure functions of
+alignlab.losses. Frozen models are attributes (so Lightning strategies move and shard them) but are in no
+optimizer parameter group and are removed from every training checkpoint.
+"""
+from __future__ import annotations
+
+import lightning as L
+import torch
+from transformers import get_scheduler
+
+from alignlab.errors import ConfigError
+from alignlab.losses import sequence_logps, shift_for_next_token
+
+SCHEDULERS = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
+
+
+def logits_of(model, batch: dict) -> torch.Tensor:
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+
+
+def summed_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum_t m_t log model(y_t|s_t), |y|) per row of the batch."""
+    logits, labels = shift_for_next_token(logits_of(model, batch), batch["labels"])
+    return sequence_logps(logits, labels)
+
+
+class AlignmentModule(L.LightningModule):
+    batch_kind = "pairs"          # "pairs": 2B rows, chosen then rejected; "sequences": SFT rows
+    needs_reference = True
+    frozen = ("reference",)       # attribute names of frozen models, kept out of optimizers and checkpoints
+
+    def __init__(self, policy, reference=None, optim: dict | None = None, name: str | None = None):
+        super().__init__()
+        if self.needs_reference and reference is None:
+            raise ConfigError(f"method {name or type(self).__name__} needs a reference model")
+        self.policy = policy
+        self.reference = reference if self.needs_reference else None
+        self.optim = {"lr": 1e-5, "weight_decay": 0.0, "warmup_ratio": 0.1, "scheduler": "constant", **(optim or {})}
+        if self.optim["scheduler"] not in SCHEDULERS:
+            raise ConfigError(f"method.optim.scheduler={self.optim['scheduler']!r} is not one of {sorted(SCHEDULERS)}")
+        self.method_name = name or type(self).__name__.lower()
+        self.strict_loading = False  # checkpoints hold the policy only; on_load_checkpoint checks it is complete
+
+    # ---- what a subclass provides -------------------------------------------------------------------------
+    def loss_and_metrics(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    @staticmethod
+    def preference_score(policy_logps, ref_logps, n_tokens):
+        """The implicit reward ranking a response (its sign matters, not its scale): log pi(y) - log ref(y)."""
+        return policy_logps - ref_logps
+
+    # ---- shared machinery ---------------------------------------------------------------------------------
+    def reference_logps(self, batch: dict) -> torch.Tensor:
+        with torch.no_grad():
+            return summed_logps(self.reference, batch)[0]
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def _step(self, batch: dict, split: str) -> torch.Tensor:
+        loss, metrics = self.loss_and_metrics(batch)
+        rows = batch.get("num_pairs", batch["input_ids"].shape[0])
+        metrics = {f"{split}/{k}": v.detach().float().mean() for k, v in {"loss": loss, **metrics}.items()}
+        shown = {f"{split}/loss", f"{split}/rewards/accuracies"}
+        for prog_bar in (True, False):  # the progress bar shows loss and accuracy; loggers get everything
+            self.log_dict({k: v for k, v in metrics.items() if (k in shown) == prog_bar}, prog_bar=prog_bar,
+                          on_step=split == "train", on_epoch=split != "train", batch_size=rows,
+                          sync_dist=split != "train")
+        return loss
+
+    def trainable_parameters(self):
+        return [p for p in self.policy.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.policy.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 else decay).append(p)  # no decay on biases and norms
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.optim["weight_decay"]},
+                                       {"params": no_decay, "weight_decay": 0.0}], lr=self.optim["lr"])
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = get_scheduler(SCHEDULERS[self.optim["scheduler"]], optimizer,
+                                  num_warmup_steps=int(self.optim["warmup_ratio"] * total), num_training_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for attr in self.frozen:  # frozen models stay in eval mode (no dropout) whatever Lightning asks
+            model = getattr(self, attr, None)
+            if model is not None:
+                model.eval()
+        return self
+
+    def _is_frozen_key(self, key: str) -> bool:
+        return any(key.startswith(f"{attr}.") for attr in self.frozen)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if self._is_frozen_key(k)]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        missing = [k for k in self.state_dict() if not self._is_frozen_key(k) and k not in checkpoint["state_dict"]]
+        if missing:
+            raise KeyError(f"checkpoint lacks {len(missing)} trainable tensors, first: {missing[0]!r}")
+
+
+def preference_metrics(losses, chosen_rewards, rejected_rewards, policy_chosen_logps, policy_rejected_logps,
+                       prefix: str = "rewards") -> dict[str, torch.Tensor]:
+    """The metrics METHODS.md section 1 names, for any preference objective."""
+    return {
+        f"{prefix}/chosen": chosen_rewards,
+        f"{prefix}/rejected": rejected_rewards,
+        f"{prefix}/margins": chosen_rewards - rejected_rewards,
+        f"{prefix}/accuracies": (chosen_rewards > rejected_rewards).float(),
+        "logps/chosen": policy_chosen_logps.detach(),
+        "logps/rejected": policy_rejected_logps.detach(),
+    }

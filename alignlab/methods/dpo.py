@@ -1,0 +1,24 @@
+"""DPO (sigmoid loss; label_smoothing > 0 is conservative DPO). METHODS.md section 1."""
+from __future__ import annotations
+
+from alignlab.errors import ConfigError
+from alignlab.losses import dpo_loss
+from alignlab.methods.base import AlignmentModule, preference_metrics, summed_logps
+
+
+class DPO(AlignmentModule):
+    def __init__(self, policy, reference, beta: float = 0.1, label_smoothing: float = 0.0, **kwargs):
+        super().__init__(policy, reference, **kwargs)
+        if beta <= 0:
+            raise ConfigError(f"method.beta={beta} must be > 0")
+        if not 0.0 <= label_smoothing < 0.5:
+            raise ConfigError(f"method.label_smoothing={label_smoothing} must be in [0, 0.5)")
+        self.beta, self.label_smoothing = beta, label_smoothing
+
+    def loss_and_metrics(self, batch):
+        b = batch["num_pairs"]
+        ref = self.reference_logps(batch)          # first, so its logits are freed before the policy's exist
+        policy, _ = summed_logps(self.policy, batch)
+        losses, chosen_rewards, rejected_rewards = dpo_loss(policy[:b], policy[b:], ref[:b], ref[b:], self.beta,
+                                                            self.label_smoothing)
+        return losses.mean(), preference_metrics(losses, chosen_rewards, rejected_rewards, policy[:b], policy[b:])

@@ -1,0 +1,104 @@
+"""Loading the models of a run: the trainable policy, frozen copies (reference, teachers), and tokenizers.
+
+A model entry (conf/model/*.yaml) either names weights (`name_or_path`: a hub id or a local directory) or asks
+for `random_init: true`, which builds the exact architecture from the numbers in `architecture` without any
+download (the embedded tiny model, and real-scale benchmarks on machines with no hub access).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from alignlab.errors import ConfigError, ModelLoadError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ConfigError(f"model.dtype={name!r} is not one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}
+
+
+def _looks_local(name: str) -> bool:
+    # a hub id is "name" or "org/name"; anything else with a slash is a filesystem path
+    return name.startswith((".", "/", "~")) or name.count("/") > 1
+
+
+def _explain_missing(key: str, name: str, err: Exception) -> ModelLoadError:
+    if Path(name).expanduser().exists():
+        return ModelLoadError(f"{key}={name!r}: the directory exists but could not be loaded: {err}")
+    where = "it is not a local directory"
+    if _looks_local(name):
+        return ModelLoadError(f"{key}={name!r}: {where} (no such path)")
+    hub = "the Hugging Face hub is unreachable (HF_HUB_OFFLINE=1)" if hub_offline() else \
+        "the Hugging Face hub could not provide it (no network, a typo, or a gated model)"
+    return ModelLoadError(f"{key}={name!r}: {where}, and {hub}. Original error: {type(err).__name__}: {err}")
+
+
+def load_pretrained(name_or_path: str, dtype: str = "float32", key: str = "model.name_or_path") -> PreTrainedModel:
+    """`AutoModelForCausalLM.from_pretrained` with an error that says which config key and path failed."""
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch_dtype(dtype))
+    except (OSError, ValueError) as err:
+        raise _explain_missing(key, str(name_or_path), err) from err
+
+
+def load_tokenizer(name_or_path: str, key: str = "model.tokenizer"):
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+    except (OSError, ValueError) as err:
+        raise _explain_missing(key, str(name_or_path), err) from err
+    if tokenizer.pad_token_id is None:  # GPT-2 / Pythia ship without a pad token; padding is masked anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def build_random(architecture: dict, tokenizer=None, dtype: str = "float32", seed: int = 0) -> PreTrainedModel:
+    """Random-init model of the given architecture. The vocabulary follows the tokenizer when the YAML leaves
+    `vocab_size` out (the embedded model, whose tokenizer is trained on the data)."""
+    arch = dict(architecture)
+    model_type = arch.pop("model_type")
+    if "vocab_size" not in arch:
+        if tokenizer is None:
+            raise ConfigError("model.architecture.vocab_size is missing and there is no tokenizer to take it from")
+        arch["vocab_size"] = len(tokenizer)
+    if tokenizer is not None:
+        arch.setdefault("eos_token_id", tokenizer.eos_token_id)
+        arch.setdefault("bos_token_id", tokenizer.bos_token_id if tokenizer.bos_token_id is not None
+                        else tokenizer.eos_token_id)
+        arch.setdefault("pad_token_id", tokenizer.pad_token_id)
+    config = AutoConfig.for_model(model_type, **arch)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype(dtype))
+    return model
+
+
+def freeze(model: PreTrainedModel) -> PreTrainedModel:
+    """A frozen copy: eval mode (no dropout), no gradients. It never enters an optimizer."""
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def check_same_vocabulary(a: PreTrainedModel, b: PreTrainedModel, a_name: str, b_name: str) -> None:
+    va, vb = a.get_output_embeddings().weight.shape[0], b.get_output_embeddings().weight.shape[0]
+    if va != vb:
+        raise ConfigError(f"{a_name} has a vocabulary of {va} logits but {b_name} has {vb}: they must share a tokenizer")
+
+
+def save_hf(model: PreTrainedModel, tokenizer, path: str | Path) -> Path:
+    """The artifact users load: `AutoModelForCausalLM.from_pretrained(path)` and `AutoTokenizer.from_pretrained`."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -1,0 +1,206 @@
+"""One run, as stages: tokenizer -> [SFT] -> [preference pairs] -> alignment -> save -> evaluate -> results.json.
+
+Stages before alignment are cached under a fingerprint of their inputs (alignlab.stages), so a sweep over the
+method's hyperparameters or seeds trains the SFT model and generates the pairs once.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import lightning as L
+import torch
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from alignlab import models
+from alignlab.data.module import AlignmentDataModule, tokenize_rows
+from alignlab.data.pairs import generate_pairs, read_jsonl, write_jsonl
+from alignlab.data.rows import swap_preferences
+from alignlab.errors import ConfigError
+from alignlab.eval.metrics import evaluate
+from alignlab.stages import cached_stage, fingerprint
+
+log = logging.getLogger(__name__)
+
+
+def plain(cfg) -> dict | list | None:
+    return OmegaConf.to_container(cfg, resolve=True) if cfg is not None else None
+
+
+# ---- stage: tokenizer ------------------------------------------------------------------------------------------
+def prepare_tokenizer(cfg: DictConfig, source) -> tuple[object, str]:
+    """Returns (tokenizer, its identity for fingerprints)."""
+    if cfg.model.tokenizer != "embedded":
+        return models.load_tokenizer(cfg.model.tokenizer), str(cfg.model.tokenizer)
+    from alignlab.tokenizer import train_bpe_tokenizer
+
+    path = cached_stage(cfg.paths.cache_dir, "tokenizer",
+                        {"corpus": plain(cfg.data.source), "vocab_size": cfg.model.tokenizer_vocab_size},
+                        lambda tmp: train_bpe_tokenizer(source.corpus(), cfg.model.tokenizer_vocab_size, str(tmp)))
+    return models.load_tokenizer(str(path)), path.name
+
+
+# ---- stage: the model alignment starts from ---------------------------------------------------------------------
+def base_model(cfg: DictConfig, tokenizer):
+    if cfg.model.random_init:
+        if not cfg.model.architecture:
+            raise ConfigError(f"model.random_init=true needs model.architecture (model={cfg.model.name})")
+        return models.build_random(plain(cfg.model.architecture), tokenizer, cfg.model.dtype, seed=cfg.sft.seed)
+    return models.load_pretrained(cfg.model.name_or_path, cfg.model.dtype)
+
+
+def make_trainer(cfg: DictConfig, root_dir: Path, loggers=False, callbacks=(), **overrides) -> L.Trainer:
+    return instantiate(cfg.trainer, default_root_dir=str(root_dir), logger=loggers, callbacks=list(callbacks),
+                       **overrides)
+
+
+def sft_stage(cfg: DictConfig, source, tokenizer, tokenizer_id: str) -> Path:
+    """SFT of the base model on the source's texts, as METHODS.md's protocols do before alignment."""
+    from alignlab.methods.sft import SFT
+
+    def build(tmp: Path) -> None:
+        L.seed_everything(cfg.sft.seed, workers=True)
+        module = SFT(base_model(cfg, tokenizer), name="sft-stage",
+                     optim={k: cfg.sft[k] for k in ("lr", "weight_decay", "warmup_ratio", "scheduler")})
+        data = AlignmentDataModule(tokenizer, source.sft_rows(), [], "sequences", cfg.sft.batch_size,
+                                   cfg.sft.batch_size, cfg.sft.max_length, cfg.sft.max_length, seed=cfg.sft.seed,
+                                   name="sft")
+        from lightning.pytorch.loggers import CSVLogger
+        trainer = make_trainer(cfg, tmp, loggers=CSVLogger(str(tmp), name="logs", version=""),
+                               max_epochs=cfg.sft.max_epochs, max_steps=-1, enable_checkpointing=False,
+                               limit_val_batches=0)
+        trainer.fit(module, datamodule=data)
+        models.save_hf(module.policy, tokenizer, tmp)
+
+    inputs = {"model": plain(cfg.model), "tokenizer": tokenizer_id, "data": plain(cfg.data.source),
+              "sft": plain(cfg.sft)}
+    return cached_stage(cfg.paths.cache_dir, "sft", inputs, build)
+
+
+def prepare_start(cfg: DictConfig, source, tokenizer, tokenizer_id: str) -> tuple[Callable, str]:
+    """Returns (a function giving a fresh copy of the start model, its identity for fingerprints)."""
+    if cfg.sft.enabled and source.sft_rows() is not None:
+        path = sft_stage(cfg, source, tokenizer, tokenizer_id)
+        return (lambda: models.load_pretrained(str(path), cfg.model.dtype, key="sft stage")), path.name
+    if cfg.model.random_init:
+        init = base_model(cfg, tokenizer)
+        return (lambda: copy.deepcopy(init)), f"random-{fingerprint(plain(cfg.model))}"
+    return (lambda: models.load_pretrained(cfg.model.name_or_path, cfg.model.dtype)), str(cfg.model.name_or_path)
+
+
+# ---- stage: preference pairs -----------------------------------------------------------------------------------
+def preference_rows(cfg: DictConfig, source, new_start_model, start_id: str, tokenizer) -> dict[str, list[dict]]:
+    train = source.preference_rows("train")
+    if train is not None:
+        rows = {"train": train, "validation": source.preference_rows("validation")}
+    else:
+        def build(tmp: Path) -> None:
+            reward = instantiate(cfg.reward)
+            splits = generate_pairs(new_start_model(), tokenizer, reward, source.prompts("train", tokenizer),
+                                    cfg.data.pairs, cfg.data.val_fraction, seed=cfg.sft.seed)
+            for split, split_rows in splits.items():
+                write_jsonl(split_rows, tmp / f"{split}.jsonl")
+
+        inputs = {"start": start_id, "reward": plain(cfg.reward), "pairs": plain(cfg.data.pairs),
+                  "data": plain(cfg.data.source), "val_fraction": cfg.data.val_fraction, "seed": cfg.sft.seed}
+        path = cached_stage(cfg.paths.cache_dir, "pairs", inputs, build)
+        rows = {split: read_jsonl(path / f"{split}.jsonl") for split in ("train", "validation")}
+    if cfg.data.swap_preferences:
+        rows = {split: swap_preferences(r) for split, r in rows.items()}
+    return rows
+
+
+def as_sequences(pairs: list[dict]) -> list[dict]:
+    """SFT rows from preference pairs: each distinct (prompt, chosen) once."""
+    seen = dict.fromkeys((r["prompt"], r["chosen"]) for r in pairs)
+    return [{"prompt": p, "response": c} for p, c in seen]
+
+
+# ---- alignment -------------------------------------------------------------------------------------------------
+def build_module(cfg: DictConfig, new_start_model: Callable):
+    method_cls = get_class(cfg.method._target_)
+    reference = models.freeze(new_start_model()) if method_cls.needs_reference else None
+    return instantiate(cfg.method, policy=new_start_model(), reference=reference, _convert_="all")
+
+
+def resolve_ckpt_path(cfg: DictConfig, out: Path) -> str | None:
+    if cfg.ckpt_path in (None, ""):
+        return None
+    if cfg.ckpt_path == "last":
+        last = out / "checkpoints" / "last.ckpt"
+        if last.exists():
+            return str(last)
+        log.warning("ckpt_path=last but %s does not exist: starting from scratch", last)
+        return None
+    if not Path(cfg.ckpt_path).exists():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path!r} does not exist")
+    return str(cfg.ckpt_path)
+
+
+def train(cfg: DictConfig, module, datamodule, out: Path) -> L.Trainer:
+    loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.logger else False
+    checkpoints = ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, save_top_k=0,
+                                  every_n_train_steps=cfg.checkpoint.every_n_train_steps)
+    trainer = make_trainer(cfg, out, loggers=loggers, callbacks=[checkpoints])
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg, out))
+    return trainer
+
+
+def run(cfg: DictConfig) -> dict:
+    started = time.time()
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True)
+
+    source = instantiate(cfg.data.source)
+    tokenizer, tokenizer_id = prepare_tokenizer(cfg, source)
+    new_start_model, start_id = prepare_start(cfg, source, tokenizer, tokenizer_id)
+    rows = preference_rows(cfg, source, new_start_model, start_id, tokenizer)
+
+    L.seed_everything(cfg.seed, workers=True)
+    module = build_module(cfg, new_start_model)
+    kind = module.batch_kind
+    train_rows, val_rows = rows["train"], rows["validation"]
+    if kind == "sequences":
+        train_rows, val_rows = as_sequences(train_rows), as_sequences(val_rows)
+    datamodule = AlignmentDataModule(tokenizer, train_rows, val_rows, kind, cfg.data.batch_size,
+                                     cfg.data.eval_batch_size, cfg.data.max_length, cfg.data.max_prompt_length,
+                                     seed=cfg.seed, num_workers=cfg.data.num_workers, name=cfg.data.name)
+    trainer = train(cfg, module, datamodule, out)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+
+    policy_dir = models.save_hf(module.policy, tokenizer, out / "policy") if trainer.is_global_zero else None
+    if cfg.eval.enabled and trainer.is_global_zero:
+        reference = module.reference if module.reference is not None else models.freeze(new_start_model())
+        reference.to(module.policy.device)
+        val_pairs = tokenize_rows(tokenizer, rows["validation"], "pairs", cfg.data.max_length,
+                                  cfg.data.max_prompt_length, f"{cfg.data.name}/eval-pairs") if rows["validation"] else []
+        eval_metrics, samples = evaluate(module.policy, reference, tokenizer, instantiate(cfg.reward),
+                                         source.prompts("test", tokenizer), val_pairs, cfg.eval,
+                                         type(module).preference_score, seed=cfg.seed)
+        metrics.update(eval_metrics)
+        with open(out / "samples.jsonl", "w") as f:
+            for s in samples:
+                f.write(json.dumps({k: s[k] for k in ("prompt", "completion", "reward")}) + "\n")
+    metrics["time/seconds"] = time.time() - started
+    results = {"status": "ok", "metrics": metrics, "policy_dir": str(policy_dir) if policy_dir else None,
+               "stages": {"tokenizer": tokenizer_id, "start": start_id}, "config": plain(cfg)}
+    if trainer.is_global_zero:
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+        print_summary(cfg, metrics, out)
+    return results
+
+
+def print_summary(cfg: DictConfig, metrics: dict, out: Path) -> None:
+    keys = ["eval/reward", "eval/reward_ref", "eval/kl", "eval/entropy", "eval/pref_accuracy", "val/loss",
+            "val/rewards/accuracies", "time/seconds"]
+    lines = [f"alignlab  method={cfg.method.name}  model={cfg.model.name}  data={cfg.data.name}  seed={cfg.seed}"]
+    lines += [f"  {k:<24} {metrics[k]:>10.4f}" for k in keys if k in metrics]
+    lines.append(f"  results: {out / 'results.json'}")
+    print("\n".join(lines))
