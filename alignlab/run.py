@@ -37,7 +37,9 @@ def plain(cfg) -> dict | list | None:
 def prepare_tokenizer(cfg: DictConfig, source) -> tuple[object, str]:
     """Returns (tokenizer, its identity for fingerprints)."""
     if cfg.model.tokenizer != "embedded":
-        return models.load_tokenizer(cfg.model.tokenizer), str(cfg.model.tokenizer)
+        same = cfg.model.tokenizer == cfg.model.get("name_or_path")
+        key = "model.tokenizer (= model.name_or_path)" if same else "model.tokenizer"
+        return models.load_tokenizer(cfg.model.tokenizer, key=key), str(cfg.model.tokenizer)
     from alignlab.tokenizer import train_bpe_tokenizer
 
     path = cached_stage(cfg.paths.cache_dir, "tokenizer",
@@ -147,8 +149,11 @@ def train(cfg: DictConfig, module, datamodule, out: Path) -> L.Trainer:
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.logger else False
     checkpoints = ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, save_top_k=0,
                                   every_n_train_steps=cfg.checkpoint.every_n_train_steps)
-    trainer = make_trainer(cfg, out, loggers=loggers, callbacks=[checkpoints])
+    extra = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
+    trainer = make_trainer(cfg, out, loggers=loggers, callbacks=[*extra, checkpoints])
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg, out))
+    # step-based saving may have last happened a few steps before the end: last.ckpt is the final state
+    trainer.save_checkpoint(checkpoints.format_checkpoint_name({}, checkpoints.CHECKPOINT_NAME_LAST))
     return trainer
 
 

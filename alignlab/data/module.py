@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import lightning as L
 import torch
@@ -15,22 +16,53 @@ log = logging.getLogger(__name__)
 
 
 class EpochSeededSampler(Sampler):
-    """Shuffles with seed + epoch. The order depends only on (seed, epoch), never on the global RNG, so a run
-    resumed from a checkpoint sees the same batches as an uninterrupted one. Lightning calls set_epoch (and
-    wraps this in a distributed sampler under DDP)."""
+    """Shuffles with seed + epoch, so the order depends only on (seed, epoch), never on the global RNG; `skip`
+    drops the first indices of the next pass (used to resume mid-epoch). Lightning calls set_epoch (and wraps
+    this in a distributed sampler under DDP)."""
 
     def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
+        self.n, self.seed, self.epoch, self.skip = n, seed, 0, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=generator).tolist())
+        order = torch.randperm(self.n, generator=generator).tolist()
+        skip, self.skip = self.skip, 0
+        return iter(order[skip:])
 
     def __len__(self) -> int:
         return self.n
+
+
+def world_size() -> int:
+    return torch.distributed.get_world_size() if torch.distributed.is_available() and \
+        torch.distributed.is_initialized() else 1
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader that Lightning checkpoints (it has state_dict/load_state_dict): it records how many batches
+    of the current epoch were consumed, and after a restore the sampler skips exactly those samples, so a run
+    resumed mid-epoch sees the same batches as an uninterrupted one."""
+
+    def __init__(self, dataset, batch_size: int, seed: int, **kwargs):
+        self.epoch_sampler = EpochSeededSampler(len(dataset), seed)
+        super().__init__(dataset, batch_size=batch_size, sampler=self.epoch_sampler, **kwargs)
+        self.batches_seen = 0
+
+    def __iter__(self):
+        self.batches_seen = self.epoch_sampler.skip // (self.batch_size * world_size())
+        for batch in super().__iter__():
+            self.batches_seen += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch_sampler.epoch, "batches_seen": self.batches_seen}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch_sampler.epoch = state["epoch"]
+        self.epoch_sampler.skip = state["batches_seen"] * self.batch_size * world_size()
 
 
 def tokenize_rows(tokenizer, rows: list[dict], kind: str, max_length: int, max_prompt_length: int,
@@ -64,9 +96,17 @@ class AlignmentDataModule(L.LightningDataModule):
         collator = PreferenceCollator if kind == "pairs" else SequenceCollator
         self.collate = collator(tokenizer.pad_token_id)
 
+    def optimizer_steps(self, trainer) -> int:
+        """Total optimizer steps of the fit, for LR schedules. Lightning's `estimated_stepping_batches` would build
+        the train dataloader before a checkpoint is restored, and the restored loader state would be skipped."""
+        if trainer.max_steps is not None and trainer.max_steps > 0:
+            return trainer.max_steps
+        batches = math.ceil(len(self.train) / (self.batch_size * trainer.world_size))
+        return max(1, math.ceil(batches / trainer.accumulate_grad_batches) * max(1, trainer.max_epochs))
+
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train, batch_size=self.batch_size, sampler=EpochSeededSampler(len(self.train), self.seed),
-                          collate_fn=self.collate, num_workers=self.num_workers, drop_last=False)
+        return ResumableDataLoader(self.train, batch_size=self.batch_size, seed=self.seed, collate_fn=self.collate,
+                                   num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.val:

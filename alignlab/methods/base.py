@@ -84,7 +84,7 @@ class AlignmentModule(L.LightningModule):
                 (no_decay if p.ndim < 2 else decay).append(p)  # no decay on biases and norms
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.optim["weight_decay"]},
                                        {"params": no_decay, "weight_decay": 0.0}], lr=self.optim["lr"])
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = self.trainer.datamodule.optimizer_steps(self.trainer)
         scheduler = get_scheduler(SCHEDULERS[self.optim["scheduler"]], optimizer,
                                   num_warmup_steps=int(self.optim["warmup_ratio"] * total), num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
