@@ -46,7 +46,10 @@ class PreferenceFiles:
         else:  # hold out whole prompts, so validation pairs never share a prompt with training pairs
             prompts = sorted({r["prompt"] for r in train})
             random.Random(self.seed).shuffle(prompts)
-            held = set(prompts[: max(1, int(len(prompts) * self.val_fraction))]) if len(prompts) > 1 else set()
+            n_val = round(len(prompts) * self.val_fraction)
+            if self.val_fraction > 0 and len(prompts) > 1:
+                n_val = min(max(n_val, 1), len(prompts) - 1)  # keep at least one prompt on each side
+            held = set(prompts[:n_val])
             val = [r for r in train if r["prompt"] in held]
             train = [r for r in train if r["prompt"] not in held]
         self._rows = {"train": train, "validation": val}

@@ -1,0 +1,33 @@
+"""IPO (Azar et al. 2024): (h - 1/(2 beta))^2, h the DPO logratio margin. METHODS.md section 1."""
+from __future__ import annotations
+
+from alignlab.errors import ConfigError
+from alignlab.losses import ipo_loss
+from alignlab.methods.base import AlignmentModule, preference_metrics, summed_logps
+
+
+class IPO(AlignmentModule):
+    """length_normalize=False: h on summed log-probs (the reference DPO code); True: each of the four log-probs
+    is divided by its response length |y| first (TRL's choice). rewards/* are beta times the logratio the loss
+    sees (so per token under length_normalize)."""
+
+    def __init__(self, policy, reference, beta: float = 0.1, length_normalize: bool = False, **kwargs):
+        super().__init__(policy, reference, **kwargs)
+        if beta <= 0:
+            raise ConfigError(f"method.beta={beta} must be > 0")
+        if not isinstance(length_normalize, bool):
+            raise ConfigError(f"method.length_normalize={length_normalize!r} must be true or false")
+        self.beta, self.length_normalize = beta, length_normalize
+
+    def loss_and_metrics(self, batch):
+        b = batch["num_pairs"]
+        ref = self.reference_logps(batch)          # first, so its logits are freed before the policy's exist
+        policy, n_tokens = summed_logps(self.policy, batch)
+        if self.length_normalize:
+            n_tokens = n_tokens.clamp(min=1)
+            policy_in, ref_in = policy / n_tokens, ref / n_tokens
+        else:
+            policy_in, ref_in = policy, ref
+        losses, chosen_rewards, rejected_rewards = ipo_loss(policy_in[:b], policy_in[b:], ref_in[:b], ref_in[b:],
+                                                            self.beta)
+        return losses.mean(), preference_metrics(losses, chosen_rewards, rejected_rewards, policy[:b], policy[b:])
