@@ -1,0 +1,157 @@
+"""Alignment-tax metrics (METHODS.md section 4): capability outside the preference task, relative to the
+pre-alignment model.
+
+The embedded experiment cannot download ARC / RACE / SQuAD, so it measures two things it can generate:
+
+* ``tax/ppl_out_of_task``: perplexity (exp of the mean NLL per token) on generated text of a different kind than
+  movie reviews (weather reports, recipes, timetables, geography, household instructions;
+  :func:`alignlab.data.probe.generate_out_of_task_texts`). Each text follows a BOS (= EOS) token, so every text
+  token is predicted; ``tax/ppl_ratio`` = policy / pre (> 1: capability lost).
+* ``tax/probe_accuracy``: a word-order probe the SFT model can do: for held-out reviews, does the model give the
+  real continuation of a prefix a higher log-likelihood (summed over its tokens) than the same words shuffled
+  (:func:`alignlab.data.probe.review_probe_items`; ties count one half, so a constant model scores 0.5).
+  ``tax/probe_drop`` = pre - policy (> 0: capability lost); ``tax/probe_margin`` is the mean log-likelihood gap.
+
+Optional: tasks of EleutherAI's lm-evaluation-harness (``lm_eval_tasks=["arc_easy", ...]``), the paper's
+benchmarks at real scale. ``lm_eval`` is imported only when tasks are asked for. **That code path is untested in
+this repository** (lm_eval is not installed here and its tasks need downloads); keys are
+``tax/lm_eval/<task>/<metric>`` (and ``..._pre``, ``.../<metric>_drop``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from alignlab.data.probe import generate_out_of_task_texts, review_probe_items
+from alignlab.data.tokenize import collate_sequences, encode
+from alignlab.losses import sequence_logps, shift_for_next_token
+
+__all__ = ["alignment_tax", "continuation_logps", "lm_eval_scores", "perplexity", "probe_scores"]
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+class _EvalMode:
+    def __init__(self, model):
+        self.model, self.was_training = model, model.training
+
+    def __enter__(self):
+        self.model.eval()
+        return self.model
+
+    def __exit__(self, *exc):
+        self.model.train(self.was_training)
+
+
+@torch.no_grad()
+def _summed_logps(model, prompts: list[list[int]], responses: list[list[int]], pad_token_id: int,
+                  batch_size: int) -> tuple[list[float], list[float]]:
+    logps, counts = [], []
+    with _EvalMode(model):
+        device = _device(model)
+        for start in range(0, len(prompts), batch_size):
+            batch = collate_sequences(prompts[start:start + batch_size], responses[start:start + batch_size],
+                                      pad_token_id)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           use_cache=False).logits
+            lp, n = sequence_logps(*shift_for_next_token(logits, batch["labels"]))
+            logps += lp.double().tolist()
+            counts += n.tolist()
+    return logps, counts
+
+
+def _bos(tokenizer) -> int:
+    return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+
+
+def perplexity(model, tokenizer, texts: Sequence[str], batch_size: int = 32, max_length: int = 128) -> float:
+    """exp(total NLL / total tokens) of the texts, each after a BOS token and cut to max_length tokens."""
+    bos = _bos(tokenizer)
+    responses = [encode(tokenizer, t)[: max_length - 1] for t in texts]
+    keep = [i for i, r in enumerate(responses) if r]
+    logps, counts = _summed_logps(model, [[bos]] * len(keep), [responses[i] for i in keep],
+                                  tokenizer.pad_token_id, batch_size)
+    return math.exp(-sum(logps) / max(sum(counts), 1.0))
+
+
+def continuation_logps(model, tokenizer, prefixes: Sequence[str], continuations: Sequence[str],
+                       batch_size: int = 32, max_length: int = 128) -> list[float]:
+    """log p(continuation | BOS + prefix), summed over the continuation's tokens."""
+    bos = _bos(tokenizer)
+    prompts = [[bos] + encode(tokenizer, p) for p in prefixes]
+    responses = [encode(tokenizer, c)[: max(1, max_length - len(p))] for p, c in zip(prompts, continuations)]
+    return _summed_logps(model, prompts, responses, tokenizer.pad_token_id, batch_size)[0]
+
+
+def probe_scores(model, tokenizer, items: Sequence[dict], batch_size: int = 32,
+                 max_length: int = 128) -> dict[str, float]:
+    """Word-order probe: accuracy (real continuation more likely than the shuffled one; ties = 1/2) and the mean
+    log-likelihood margin."""
+    prefixes = [it["prefix"] for it in items]
+    good = continuation_logps(model, tokenizer, prefixes, [it["good"] for it in items], batch_size, max_length)
+    bad = continuation_logps(model, tokenizer, prefixes, [it["bad"] for it in items], batch_size, max_length)
+    wins = sum(1.0 if g > b else 0.5 if g == b else 0.0 for g, b in zip(good, bad))
+    return {"accuracy": wins / len(items), "margin": sum(g - b for g, b in zip(good, bad)) / len(items)}
+
+
+def lm_eval_scores(model, tokenizer, tasks: Sequence[str], limit: int | None = None,
+                   num_fewshot: int | None = None, batch_size: int = 8) -> dict[str, float]:
+    """{"<task>/<metric>": value} from lm-evaluation-harness on an in-memory HF model. UNTESTED here (lm_eval
+    is not installed in this repository's environment, and its tasks download their datasets)."""
+    try:
+        import lm_eval
+        from lm_eval.models.huggingface import HFLM
+    except ImportError as err:
+        raise ImportError("eval.tax.lm_eval_tasks needs EleutherAI's lm-evaluation-harness: pip install "
+                          "'lm_eval[hf]' (and network access to download the tasks' datasets)") from err
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    out = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit)
+    scores = {}
+    for task, metrics in out["results"].items():
+        for name, value in metrics.items():
+            metric = name.split(",")[0]
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not metric.endswith("_stderr"):
+                scores[f"{task}/{metric}"] = float(value)
+    return scores
+
+
+def alignment_tax(policy, pre_model, tokenizer, n_texts: int = 256, n_probe: int = 256, seed: int = 0,
+                  batch_size: int = 32, max_length: int = 128, out_of_task_texts: Sequence[str] | None = None,
+                  probe_items: Sequence[dict] | None = None, lm_eval_tasks: Sequence[str] | None = None,
+                  lm_eval_limit: int | None = None, lm_eval_num_fewshot: int | None = None) -> dict[str, float]:
+    """Flat ``tax/*`` metrics of the policy relative to the pre-alignment model (both share the tokenizer).
+
+    Keys: tax/ppl_out_of_task, tax/ppl_out_of_task_pre, tax/ppl_ratio (policy/pre), tax/probe_accuracy,
+    tax/probe_accuracy_pre, tax/probe_drop (pre - policy), tax/probe_margin, tax/probe_margin_pre, and the
+    lm-evaluation-harness keys when ``lm_eval_tasks`` is given. Texts and probe items default to the generated
+    ones (``n_texts`` / ``n_probe`` of them, from ``seed``); pass your own to measure other text."""
+    texts = list(out_of_task_texts) if out_of_task_texts is not None else generate_out_of_task_texts(n_texts, seed)
+    items = list(probe_items) if probe_items is not None else review_probe_items(n_probe, seed)
+    ppl = perplexity(policy, tokenizer, texts, batch_size, max_length)
+    ppl_pre = perplexity(pre_model, tokenizer, texts, batch_size, max_length)
+    probe = probe_scores(policy, tokenizer, items, batch_size, max_length)
+    probe_pre = probe_scores(pre_model, tokenizer, items, batch_size, max_length)
+    metrics = {
+        "tax/ppl_out_of_task": ppl,
+        "tax/ppl_out_of_task_pre": ppl_pre,
+        "tax/ppl_ratio": ppl / ppl_pre,
+        "tax/probe_accuracy": probe["accuracy"],
+        "tax/probe_accuracy_pre": probe_pre["accuracy"],
+        "tax/probe_drop": probe_pre["accuracy"] - probe["accuracy"],
+        "tax/probe_margin": probe["margin"],
+        "tax/probe_margin_pre": probe_pre["margin"],
+    }
+    if lm_eval_tasks:
+        ours = lm_eval_scores(policy, tokenizer, lm_eval_tasks, lm_eval_limit, lm_eval_num_fewshot)
+        theirs = lm_eval_scores(pre_model, tokenizer, lm_eval_tasks, lm_eval_limit, lm_eval_num_fewshot)
+        for key, value in ours.items():
+            metrics[f"tax/lm_eval/{key}"] = value
+            if key in theirs:
+                metrics[f"tax/lm_eval/{key}_pre"] = theirs[key]
+                metrics[f"tax/lm_eval/{key}_drop"] = theirs[key] - value
+    return metrics
