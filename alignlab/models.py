@@ -95,6 +95,20 @@ def check_same_vocabulary(a: PreTrainedModel, b: PreTrainedModel, a_name: str, b
         raise ConfigError(f"{a_name} has a vocabulary of {va} logits but {b_name} has {vb}: they must share a tokenizer")
 
 
+def check_same_tokenizer(tokenizer, other_dir, name: str, other_name: str) -> None:
+    """When `other_dir` carries a tokenizer, it must be the student's: same vocabulary (ids and tokens)."""
+    local = Path(str(other_dir)).expanduser()
+    if local.is_dir() and not any((local / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+        return  # weights without a tokenizer: the logits-size check still applies
+    try:
+        other = AutoTokenizer.from_pretrained(str(other_dir))
+    except (OSError, ValueError):
+        return  # weights without a tokenizer: the logits-size check still applies
+    if other.get_vocab() != tokenizer.get_vocab():
+        raise ConfigError(f"{other_name} has a tokenizer of {len(other)} tokens that differs from {name} "
+                          f"({len(tokenizer)} tokens): teacher and student must share one tokenizer")
+
+
 def save_hf(model: PreTrainedModel, tokenizer, path: str | Path) -> Path:
     """The artifact users load: `AutoModelForCausalLM.from_pretrained(path)` and `AutoTokenizer.from_pretrained`."""
     path = Path(path)

@@ -9,6 +9,7 @@ import copy
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -97,10 +98,11 @@ def prepare_start(cfg: DictConfig, source, tokenizer, tokenizer_id: str) -> tupl
 
 
 # ---- stage: preference pairs -----------------------------------------------------------------------------------
-def preference_rows(cfg: DictConfig, source, new_start_model, start_id: str, tokenizer) -> dict[str, list[dict]]:
+def preference_rows(cfg: DictConfig, source, new_start_model, start_id: str, tokenizer) -> tuple[dict, str]:
+    """Rows by split, and where they came from (the source, or the pair stage's cache dir)."""
     train = source.preference_rows("train")
     if train is not None:
-        rows = {"train": train, "validation": source.preference_rows("validation")}
+        return {"train": train, "validation": source.preference_rows("validation")}, cfg.data.name
     else:
         def build(tmp: Path) -> None:
             reward = instantiate(cfg.reward)
@@ -112,23 +114,80 @@ def preference_rows(cfg: DictConfig, source, new_start_model, start_id: str, tok
         inputs = {"start": start_id, "reward": plain(cfg.reward), "pairs": plain(cfg.data.pairs),
                   "data": plain(cfg.data.source), "val_fraction": cfg.data.val_fraction, "seed": cfg.sft.seed}
         path = cached_stage(cfg.paths.cache_dir, "pairs", inputs, build)
-        rows = {split: read_jsonl(path / f"{split}.jsonl") for split in ("train", "validation")}
-    if cfg.data.swap_preferences:
-        rows = {split: swap_preferences(r) for split, r in rows.items()}
-    return rows
+        return {split: read_jsonl(path / f"{split}.jsonl") for split in ("train", "validation")}, str(path)
 
 
-def as_sequences(pairs: list[dict]) -> list[dict]:
-    """SFT rows from preference pairs: each distinct (prompt, chosen) once."""
-    seen = dict.fromkeys((r["prompt"], r["chosen"]) for r in pairs)
-    return [{"prompt": p, "response": c} for p, c in seen]
+def as_sequences(pairs: list[dict], responses: str = "chosen") -> list[dict]:
+    """Sequence rows from preference pairs: each distinct (prompt, chosen) once, and with responses='both' each
+    distinct rejected response too."""
+    if responses not in ("chosen", "both"):
+        raise ConfigError(f"method.responses={responses!r} is not one of ['both', 'chosen']")
+    keys = [(r["prompt"], r["chosen"]) for r in pairs]
+    if responses == "both":
+        keys += [(r["prompt"], r["rejected"]) for r in pairs]
+    return [{"prompt": p, "response": c} for p, c in dict.fromkeys(keys)]
+
+
+# ---- stage: frozen teachers (AlignDistil's DPO and reverse-DPO models) ----------------------------------------
+def teacher_stage(cfg: DictConfig, which: str, rows: dict, new_start_model: Callable, start_id: str,
+                  tokenizer) -> Path:
+    """DPO with beta0 from the start model on the data's pairs; `reverse` swaps chosen and rejected (the same
+    code path as data.swap_preferences=true)."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    from alignlab.methods.dpo import DPO
+
+    training = cfg.method.teacher_training
+
+    def build(tmp: Path) -> None:
+        L.seed_everything(cfg.sft.seed, workers=True)
+        module = DPO(new_start_model(), models.freeze(new_start_model()), beta=cfg.method.beta0,
+                     optim=plain(training.optim), name=f"{which}-teacher")
+        split_rows = {k: swap_preferences(v) if which == "reverse" else v for k, v in rows.items()}
+        data = make_datamodule(cfg, tokenizer, "pairs", split_rows, seed=cfg.sft.seed)
+        trainer = make_trainer(cfg, tmp, loggers=CSVLogger(str(tmp), name="logs", version=""),
+                               max_epochs=training.max_epochs, max_steps=-1, enable_checkpointing=False)
+        trainer.fit(module, datamodule=data)
+        models.save_hf(module.policy, tokenizer, tmp)
+
+    inputs = {"start": start_id, "data": plain(cfg.data), "beta0": cfg.method.beta0, "training": plain(training),
+              "which": which, "seed": cfg.sft.seed}
+    return cached_stage(cfg.paths.cache_dir, f"teacher-{which}", inputs, build)
+
+
+def load_teachers(cfg: DictConfig, rows: dict, new_start_model: Callable, start_id: str,
+                  tokenizer) -> tuple[dict, dict]:
+    """The frozen models a method declares in `teachers`: a path or hub id from method.<name>, or trained here as a
+    cached stage. Each must share the student's tokenizer. Returns (models, their paths) by config key."""
+    method_cls = get_class(cfg.method._target_)
+    loaded, paths = {}, {}
+    for key, which in getattr(method_cls, "teachers", {}).items():
+        if key == "reverse_model" and cfg.method.get("teacher") == "dpo_ref":
+            continue  # the dpo_ref teacher uses the reference instead
+        path = cfg.method.get(key) or teacher_stage(cfg, which, rows, new_start_model, start_id, tokenizer)
+        model = models.load_pretrained(str(path), cfg.method.get("teacher_dtype", cfg.model.dtype),
+                                       key=f"method.{key}")
+        models.check_same_tokenizer(tokenizer, path, f"the student's tokenizer ({cfg.model.tokenizer})",
+                                    f"method.{key}={str(path)!r}")
+        loaded[key], paths[key] = models.freeze(model), str(path)
+    return loaded, paths
 
 
 # ---- alignment -------------------------------------------------------------------------------------------------
-def build_module(cfg: DictConfig, new_start_model: Callable):
+def build_module(cfg: DictConfig, new_start_model: Callable, tokenizer, teachers: dict):
     method_cls = get_class(cfg.method._target_)
+    policy = new_start_model()
     reference = models.freeze(new_start_model()) if method_cls.needs_reference else None
-    return instantiate(cfg.method, policy=new_start_model(), reference=reference, _convert_="all")
+    for key, teacher in teachers.items():
+        models.check_same_vocabulary(policy, teacher, f"the student (model={cfg.model.name})", f"method.{key}")
+    return instantiate(cfg.method, policy=policy, reference=reference, tokenizer=tokenizer, **teachers,
+                       _convert_="all")
+
+
+def make_datamodule(cfg: DictConfig, tokenizer, kind: str, rows: dict, seed: int) -> AlignmentDataModule:
+    return AlignmentDataModule(tokenizer, rows["train"], rows["validation"], kind, cfg.data.batch_size,
+                               cfg.data.eval_batch_size, cfg.data.max_length, cfg.data.max_prompt_length,
+                               seed=seed, num_workers=cfg.data.num_workers, name=cfg.data.name)
 
 
 def resolve_ckpt_path(cfg: DictConfig, out: Path) -> str | None:
@@ -145,16 +204,63 @@ def resolve_ckpt_path(cfg: DictConfig, out: Path) -> str | None:
     return str(cfg.ckpt_path)
 
 
-def train(cfg: DictConfig, module, datamodule, out: Path) -> L.Trainer:
-    loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.logger else False
+def close_loggers(loggers) -> None:
+    """Finish external runs so that the next job of a multirun (same process) starts its own."""
+    for logger in loggers or []:
+        if type(logger).__name__ == "WandbLogger":
+            import wandb
+
+            wandb.finish()
+
+
+def train(cfg: DictConfig, module, datamodule, out: Path, loggers) -> L.Trainer:
     checkpoints = ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, save_top_k=0,
                                   every_n_train_steps=cfg.checkpoint.every_n_train_steps)
     extra = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
-    trainer = make_trainer(cfg, out, loggers=loggers, callbacks=[*extra, checkpoints])
+    trainer = make_trainer(cfg, out, loggers=loggers or False, callbacks=[*extra, checkpoints])
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg, out))
     # step-based saving may have last happened a few steps before the end: last.ckpt is the final state
     trainer.save_checkpoint(checkpoints.format_checkpoint_name({}, checkpoints.CHECKPOINT_NAME_LAST))
     return trainer
+
+
+@dataclass
+class Prepared:
+    """What the stages before alignment produce."""
+    source: object
+    tokenizer: object
+    tokenizer_id: str
+    new_start_model: Callable  # a fresh copy of the model alignment starts from (the reference's weights)
+    start_id: str
+    rows: dict                 # preference rows by split ("train", "validation"), already swapped if asked
+    teachers: dict             # frozen models a method declares (AlignDistil's DPO and reverse-DPO models)
+    stages: dict               # where each stage's output came from (cache dirs, paths, hub ids)
+
+
+def prepare(cfg: DictConfig) -> Prepared:
+    source = instantiate(cfg.data.source)
+    tokenizer, tokenizer_id = prepare_tokenizer(cfg, source)
+    new_start_model, start_id = prepare_start(cfg, source, tokenizer, tokenizer_id)
+    rows, pairs_id = preference_rows(cfg, source, new_start_model, start_id, tokenizer)
+    teachers, teacher_paths = load_teachers(cfg, rows, new_start_model, start_id, tokenizer)
+    if cfg.data.swap_preferences:
+        rows = {split: swap_preferences(r) for split, r in rows.items()}
+    stages = {"tokenizer": tokenizer_id, "start": start_id, "pairs": pairs_id, **teacher_paths}
+    return Prepared(source, tokenizer, tokenizer_id, new_start_model, start_id, rows, teachers, stages)
+
+
+def evaluate_policy(cfg: DictConfig, p: Prepared, module, out: Path) -> dict:
+    reference = module.reference if module.reference is not None else models.freeze(p.new_start_model())
+    reference.to(module.policy.device)
+    val_pairs = tokenize_rows(p.tokenizer, p.rows["validation"], "pairs", cfg.data.max_length,
+                              cfg.data.max_prompt_length, f"{cfg.data.name}/eval-pairs") if p.rows["validation"] else []
+    metrics, samples = evaluate(module.policy, reference, p.tokenizer, instantiate(cfg.reward),
+                                p.source.prompts("test", p.tokenizer), val_pairs, cfg.eval,
+                                type(module).preference_score, seed=cfg.seed)
+    with open(out / "samples.jsonl", "w") as f:
+        for s in samples:
+            f.write(json.dumps({k: s[k] for k in ("prompt", "completion", "reward")}) + "\n")
+    return metrics
 
 
 def run(cfg: DictConfig) -> dict:
@@ -162,43 +268,30 @@ def run(cfg: DictConfig) -> dict:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
-
-    source = instantiate(cfg.data.source)
-    tokenizer, tokenizer_id = prepare_tokenizer(cfg, source)
-    new_start_model, start_id = prepare_start(cfg, source, tokenizer, tokenizer_id)
-    rows = preference_rows(cfg, source, new_start_model, start_id, tokenizer)
+    p = prepare(cfg)
 
     L.seed_everything(cfg.seed, workers=True)
-    module = build_module(cfg, new_start_model)
-    kind = module.batch_kind
-    train_rows, val_rows = rows["train"], rows["validation"]
-    if kind == "sequences":
-        train_rows, val_rows = as_sequences(train_rows), as_sequences(val_rows)
-    datamodule = AlignmentDataModule(tokenizer, train_rows, val_rows, kind, cfg.data.batch_size,
-                                     cfg.data.eval_batch_size, cfg.data.max_length, cfg.data.max_prompt_length,
-                                     seed=cfg.seed, num_workers=cfg.data.num_workers, name=cfg.data.name)
-    trainer = train(cfg, module, datamodule, out)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
-
-    policy_dir = models.save_hf(module.policy, tokenizer, out / "policy") if trainer.is_global_zero else None
-    if cfg.eval.enabled and trainer.is_global_zero:
-        reference = module.reference if module.reference is not None else models.freeze(new_start_model())
-        reference.to(module.policy.device)
-        val_pairs = tokenize_rows(tokenizer, rows["validation"], "pairs", cfg.data.max_length,
-                                  cfg.data.max_prompt_length, f"{cfg.data.name}/eval-pairs") if rows["validation"] else []
-        eval_metrics, samples = evaluate(module.policy, reference, tokenizer, instantiate(cfg.reward),
-                                         source.prompts("test", tokenizer), val_pairs, cfg.eval,
-                                         type(module).preference_score, seed=cfg.seed)
-        metrics.update(eval_metrics)
-        with open(out / "samples.jsonl", "w") as f:
-            for s in samples:
-                f.write(json.dumps({k: s[k] for k in ("prompt", "completion", "reward")}) + "\n")
+    module = build_module(cfg, p.new_start_model, p.tokenizer, p.teachers)
+    rows = p.rows
+    if module.batch_kind == "sequences":
+        rows = {split: as_sequences(r, cfg.method.get("responses", "chosen")) for split, r in rows.items()}
+    datamodule = make_datamodule(cfg, p.tokenizer, module.batch_kind, rows, seed=cfg.seed)
+    loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.logger else []
+    try:
+        trainer = train(cfg, module, datamodule, out, loggers)
+        if not trainer.is_global_zero:
+            return {"status": "ok", "metrics": {}}
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+        policy_dir = models.save_hf(module.policy, p.tokenizer, out / "policy")
+        if cfg.eval.enabled:
+            metrics.update(evaluate_policy(cfg, p, module, out))
+    finally:
+        close_loggers(loggers)
     metrics["time/seconds"] = time.time() - started
-    results = {"status": "ok", "metrics": metrics, "policy_dir": str(policy_dir) if policy_dir else None,
-               "stages": {"tokenizer": tokenizer_id, "start": start_id}, "config": plain(cfg)}
-    if trainer.is_global_zero:
-        (out / "results.json").write_text(json.dumps(results, indent=2))
-        print_summary(cfg, metrics, out)
+    results = {"status": "ok", "metrics": metrics, "policy_dir": str(policy_dir),
+               "stages": p.stages, "config": plain(cfg)}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    print_summary(cfg, metrics, out)
     return results
 
 

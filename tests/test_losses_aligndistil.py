@@ -214,3 +214,23 @@ def test_alpha_mean_for_adaptive_is_mean_a_t():
     assert out["alpha_mean"].item() == pytest.approx((20.0 * tvd[m] + 1e-3).mean().item(), rel=1e-10)
     assert out["weight_mean"].item() == pytest.approx((BETA0 / (20.0 * tvd[m] + 1e-3)).mean().item(), rel=1e-10)
     assert math.isfinite(out["alpha_mean"].item())
+
+
+def test_teacher_logits_at_response_positions_only_give_the_same_loss():
+    """The packed form ([N, V] teacher rows at the response positions) equals the full [B, T, V] form."""
+    from alignlab.losses import aligndistil_loss
+
+    torch.manual_seed(3)
+    B, T, V = 2, 5, 7
+    student = torch.randn(B, T, V, dtype=torch.float64, requires_grad=True)
+    dpo, rev = torch.randn(B, T, V, dtype=torch.float64), torch.randn(B, T, V, dtype=torch.float64)
+    labels = torch.tensor([[-100, 1, 2, -100, -100], [-100, -100, 3, 4, 5]])
+    mask = labels != -100
+    full = aligndistil_loss(student, dpo, rev, labels, "adaptive", beta=0.1, beta0=0.1, chunk_size=2)
+    packed = aligndistil_loss(student, dpo[mask], rev[mask], labels, "adaptive", beta=0.1, beta0=0.1, chunk_size=2,
+                              teacher_at_positions=True)
+    for key in full:
+        torch.testing.assert_close(full[key], packed[key])
+    g_full, = torch.autograd.grad(full["losses"].sum(), student)
+    g_packed, = torch.autograd.grad(packed["losses"].sum(), student)
+    torch.testing.assert_close(g_full, g_packed)

@@ -6,6 +6,30 @@ from tqdm.auto import tqdm
 
 
 @torch.no_grad()
+def generate_from_ids(model, prompts: list[list[int]], pad_token_id: int, eos_token_id: int, max_new_tokens: int,
+                      temperature: float = 1.0, top_p: float = 1.0, num_return_sequences: int = 1) -> list[list[int]]:
+    """Sampled continuations of token-id prompts (one batch), each cut after its first EOS (kept)."""
+    device = next(model.parameters()).device
+    width = max(map(len, prompts))
+    # left padding: every prompt ends at the same position, so generation continues each one directly
+    ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p)
+        mask[i, width - len(p):] = 1
+    out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=True,
+                         temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
+                         num_return_sequences=num_return_sequences, pad_token_id=pad_token_id,
+                         eos_token_id=eos_token_id)
+    completions = []
+    for completion in out[:, width:].tolist():
+        if eos_token_id in completion:
+            completion = completion[: completion.index(eos_token_id) + 1]
+        completions.append(completion)
+    return completions
+
+
+@torch.no_grad()
 def sample_completions(model, tokenizer, prompts: list[str], max_new_tokens: int, temperature: float = 1.0,
                        top_p: float = 1.0, batch_size: int = 64, seed: int = 0, num_return_sequences: int = 1,
                        desc: str = "sampling") -> list[dict]:
@@ -13,7 +37,6 @@ def sample_completions(model, tokenizer, prompts: list[str], max_new_tokens: int
     completion_ids} in prompt order; completion_ids stop at (and include) the first EOS."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
     eos = tokenizer.eos_token_id
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
@@ -22,22 +45,10 @@ def sample_completions(model, tokenizer, prompts: list[str], max_new_tokens: int
         for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
             chunk = prompts[start:start + batch_size]
             encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] or [eos] for p in chunk]
-            width = max(map(len, encoded))
-            # left padding: every prompt ends at the same position, so generation continues each one directly
-            ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for i, e in enumerate(encoded):
-                ids[i, width - len(e):] = torch.tensor(e)
-                mask[i, width - len(e):] = 1
-            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=True,
-                                 temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
-                                 num_return_sequences=num_return_sequences, pad_token_id=tokenizer.pad_token_id,
-                                 eos_token_id=eos)
-            new = out[:, width:].tolist()
+            new = generate_from_ids(model, encoded, tokenizer.pad_token_id, eos, max_new_tokens, temperature, top_p,
+                                    num_return_sequences)
             for j, completion in enumerate(new):
                 prompt_index = j // num_return_sequences
-                if eos in completion:
-                    completion = completion[: completion.index(eos) + 1]
                 rows.append({"prompt": chunk[prompt_index], "prompt_ids": encoded[prompt_index],
                              "completion_ids": completion,
                              "completion": tokenizer.decode(completion, skip_special_tokens=True)})

@@ -88,7 +88,7 @@ class _AlignDistilKL(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, student, dpo, other, rows, cols, spec, chunk_size):
+    def forward(ctx, student, dpo, other, rows, cols, spec, chunk_size, packed):
         dtype = compute_dtype(student)
         n = rows.numel()
         kl_t, kl_dpo, kl_other, alpha, weight = (
@@ -98,13 +98,14 @@ class _AlignDistilKL(torch.autograd.Function):
             r, c = rows[sl], cols[sl]
             log_s = F.log_softmax(student[r, c].to(dtype), dim=-1)
             p_s = log_s.exp()
-            z_star, weight[sl], alpha[sl] = _teacher(dpo[r, c], other[r, c], *spec)
+            z_dpo, z_other = (dpo[sl], other[sl]) if packed else (dpo[r, c], other[r, c])
+            z_star, weight[sl], alpha[sl] = _teacher(z_dpo, z_other, *spec)
             kl_t[sl] = _reverse_kl(p_s, log_s, z_star)
             del z_star
-            kl_dpo[sl] = _reverse_kl(p_s, log_s, dpo[r, c])
-            kl_other[sl] = _reverse_kl(p_s, log_s, other[r, c])
+            kl_dpo[sl] = _reverse_kl(p_s, log_s, z_dpo)
+            kl_other[sl] = _reverse_kl(p_s, log_s, z_other)
         ctx.save_for_backward(student, dpo, other, rows, cols)
-        ctx.spec, ctx.chunk_size = spec, chunk_size
+        ctx.spec, ctx.chunk_size, ctx.packed = spec, chunk_size, packed
         ctx.mark_non_differentiable(kl_t, kl_dpo, kl_other, alpha, weight)
         return weight * kl_t, kl_t, kl_dpo, kl_other, alpha, weight
 
@@ -116,14 +117,15 @@ class _AlignDistilKL(torch.autograd.Function):
         for sl in chunks(rows.numel(), ctx.chunk_size):
             r, c = rows[sl], cols[sl]
             log_s = F.log_softmax(student[r, c].to(grad_wkl.dtype), dim=-1)
-            z_star, weight, _ = _teacher(dpo[r, c], other[r, c], *ctx.spec)
+            z_dpo, z_other = (dpo[sl], other[sl]) if ctx.packed else (dpo[r, c], other[r, c])
+            z_star, weight, _ = _teacher(z_dpo, z_other, *ctx.spec)
             g = log_s - F.log_softmax(z_star.to(log_s.dtype), dim=-1)  # log pi - log pi*
             del z_star
             p_s = log_s.exp_()
             kl = (p_s * g).sum(-1, keepdim=True)
             g.sub_(kl).mul_(p_s).mul_((grad_wkl[sl] * weight)[:, None])
             grad[r, c] = g.to(grad.dtype)
-        return grad, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None
 
 
 def aligndistil_loss(
@@ -138,8 +140,13 @@ def aligndistil_loss(
     eps: float = 1e-3,
     ignore_index: int = -100,
     chunk_size: int = 1024,
+    teacher_at_positions: bool = False,
 ) -> dict[str, torch.Tensor]:
     """AlignDistil loss per sequence, with its diagnostics. All logits [B, T, V]; labels already shifted.
+
+    With ``teacher_at_positions=True``, dpo_logits and other_logits are [N, V]: the teachers' logits at the N
+    response positions only (labels != ignore_index, in row-major order), so the frozen models never produce
+    vocabulary-sized rows for prompt and padding positions.
 
     Returns a dict:
 
@@ -154,12 +161,16 @@ def aligndistil_loss(
     """
     _check_teacher(teacher)
     check_logits(student_logits, labels, "student_logits")
-    check_logits(dpo_logits, labels, "dpo_logits")
-    check_logits(other_logits, labels, "other_logits")
     pos = select_positions(labels, ignore_index)
+    for name, logits in (("dpo_logits", dpo_logits), ("other_logits", other_logits)):
+        if not teacher_at_positions:
+            check_logits(logits, labels, name)
+        elif logits.shape != (pos.rows.numel(), student_logits.shape[-1]):
+            raise ValueError(f"{name} must be [N={pos.rows.numel()} response positions, V], got {tuple(logits.shape)}")
     spec = (teacher, beta, beta0, r, eps)
     wkl, kl_t, kl_dpo, kl_other, alpha, weight = _AlignDistilKL.apply(
-        student_logits, dpo_logits.detach(), other_logits.detach(), pos.rows, pos.cols, spec, chunk_size
+        student_logits, dpo_logits.detach(), other_logits.detach(), pos.rows, pos.cols, spec, chunk_size,
+        teacher_at_positions,
     )
     per_seq = pos.n_tokens.clamp(min=1).to(wkl.dtype)
     n_pos = max(pos.rows.numel(), 1)

@@ -31,8 +31,9 @@ class AlignmentModule(L.LightningModule):
     needs_reference = True
     frozen = ("reference",)       # attribute names of frozen models, kept out of optimizers and checkpoints
 
-    def __init__(self, policy, reference=None, optim: dict | None = None, name: str | None = None):
+    def __init__(self, policy, reference=None, optim: dict | None = None, name: str | None = None, tokenizer=None):
         super().__init__()
+        self.tokenizer = tokenizer  # for methods that generate (on-policy); not a module, never checkpointed
         if self.needs_reference and reference is None:
             raise ConfigError(f"method {name or type(self).__name__} needs a reference model")
         self.policy = policy

@@ -1,0 +1,108 @@
+"""AlignDistil (Zhang et al., ACL 2025): token-level distillation into the student pi from a teacher built out of a
+DPO model and a reverse-DPO model (or the reference, for the `dpo_ref` teacher). METHODS.md section 3.
+
+    loss(x, y) = (1/|y|) sum_t m_t w_t KL(pi(.|s_t) || pi*(.|s_t))
+
+The frozen models only produce logits at the response positions (their hidden states are projected by the LM head
+there and nowhere else), so a batch never holds full-vocabulary rows of the teachers for prompt and padding.
+Off-policy, y is the dataset's chosen response (or both responses); on-policy, y is sampled from the current
+student for each prompt of the batch, every step.
+"""
+from __future__ import annotations
+
+import torch
+
+from alignlab.data.tokenize import IGNORE_INDEX, collate_sequences
+from alignlab.errors import ConfigError
+from alignlab.eval.generation import generate_from_ids
+from alignlab.losses import TEACHERS, aligndistil_loss, shift_for_next_token
+from alignlab.methods.base import AlignmentModule, logits_of
+
+MODES = ("off_policy", "on_policy")
+
+
+@torch.no_grad()
+def logits_at_positions(model, batch: dict, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """[N, V] logits of `model` at the (row, col) positions of the shifted sequence: the backbone runs on the whole
+    batch, the vocabulary projection only where it is needed."""
+    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                              use_cache=False).last_hidden_state
+    return model.get_output_embeddings()(hidden[:, :-1][rows, cols])
+
+
+def packed_logps(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, batch_size: int,
+                 chunk_size: int) -> torch.Tensor:
+    """sum_t log p(y_t|s_t) per sequence from [N, V] logits at the response positions."""
+    out = torch.zeros(batch_size, dtype=torch.float32, device=logits.device)
+    for start in range(0, targets.numel(), chunk_size):
+        z = logits[start:start + chunk_size].float()
+        t = targets[start:start + chunk_size]
+        out.index_add_(0, rows[start:start + chunk_size], z.gather(-1, t[:, None]).squeeze(1) - z.logsumexp(-1))
+    return out
+
+
+class AlignDistil(AlignmentModule):
+    batch_kind = "sequences"
+    frozen = ("reference", "dpo_model", "reverse_model")
+    teachers = {"dpo_model": "dpo", "reverse_model": "reverse"}  # run.py loads them, or trains them (cached)
+
+    def __init__(self, policy, reference, dpo_model, reverse_model=None, teacher: str = "adaptive",
+                 beta: float = 0.1, beta0: float = 0.1, r: float = 20.0, eps: float = 1e-3,
+                 mode: str = "off_policy", responses: str = "chosen", max_new_tokens: int = 64,
+                 temperature: float = 1.0, top_p: float = 1.0, chunk_size: int = 1024,
+                 teacher_dtype: str = "float32", teacher_training=None, **kwargs):
+        # teacher_dtype and teacher_training are read by run.py, which loads or trains the teachers
+        super().__init__(policy, reference, **kwargs)
+        if teacher not in TEACHERS:
+            raise ConfigError(f"method.teacher={teacher!r} is not one of {list(TEACHERS)}")
+        if mode not in MODES:
+            raise ConfigError(f"method.mode={mode!r} is not one of {list(MODES)}")
+        if beta <= 0 or beta0 <= 0:
+            raise ConfigError(f"method.beta={beta} and method.beta0={beta0} must be > 0")
+        if teacher != "dpo_ref" and reverse_model is None:
+            raise ConfigError(f"method.teacher={teacher} needs a reverse-DPO model (method.reverse_model)")
+        self.dpo_model = dpo_model
+        self.reverse_model = reverse_model if teacher != "dpo_ref" else None
+        self.teacher, self.beta, self.beta0, self.r, self.eps = teacher, beta, beta0, r, eps
+        self.mode, self.responses = mode, responses
+        self.sampling = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+        self.chunk_size = chunk_size
+        if mode == "on_policy" and self.tokenizer is None:
+            raise ConfigError("method.mode=on_policy needs the tokenizer (pass tokenizer=...)")
+
+    @property
+    def other_model(self):
+        """The second model of the teacher: the reverse-DPO model, or the reference for `dpo_ref`."""
+        return self.reference if self.teacher == "dpo_ref" else self.reverse_model
+
+    def on_policy_batch(self, batch: dict) -> dict:
+        """Replace the batch's responses with one sample of the current student per prompt."""
+        prompts = []
+        for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist()):
+            start = next((t for t, label in enumerate(labels) if label != IGNORE_INDEX), len(labels))
+            prompts.append(ids[:start] or [self.tokenizer.eos_token_id])
+        was_training = self.policy.training
+        self.policy.eval()
+        pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        completions = generate_from_ids(self.policy, prompts, pad, eos, **self.sampling)
+        self.policy.train(was_training)
+        fresh = collate_sequences(prompts, [c or [eos] for c in completions], pad)
+        return {k: v.to(batch["input_ids"].device) for k, v in fresh.items()}
+
+    def loss_and_metrics(self, batch):
+        if self.mode == "on_policy" and self.training:
+            batch = self.on_policy_batch(batch)
+        student_logits, labels = shift_for_next_token(logits_of(self.policy, batch), batch["labels"])
+        rows, cols = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
+        z_dpo = logits_at_positions(self.dpo_model, batch, rows, cols)
+        z_other = logits_at_positions(self.other_model, batch, rows, cols)
+        out = aligndistil_loss(student_logits, z_dpo, z_other, labels, self.teacher, self.beta, self.beta0,
+                               self.r, self.eps, chunk_size=self.chunk_size, teacher_at_positions=True)
+        targets, b = labels[rows, cols], labels.shape[0]
+        contrastive = self.beta0 * (packed_logps(z_dpo, targets, rows, b, self.chunk_size) -
+                                    packed_logps(z_other, targets, rows, b, self.chunk_size))
+        other = "ref" if self.teacher == "dpo_ref" else "reverse"
+        metrics = {"aligndistil/alpha_mean": out["alpha_mean"], "aligndistil/weight_mean": out["weight_mean"],
+                   "kl/teacher": out["kl_teacher"], "kl/dpo": out["kl_dpo"], f"kl/{other}": out["kl_other"],
+                   "rewards/contrastive": contrastive, "response_tokens": (labels != IGNORE_INDEX).sum(1).float()}
+        return out["losses"].mean(), metrics
