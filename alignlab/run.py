@@ -25,6 +25,8 @@ from alignlab.data.pairs import generate_pairs, read_jsonl, write_jsonl
 from alignlab.data.rows import swap_preferences
 from alignlab.errors import ConfigError
 from alignlab.eval.metrics import evaluate
+from alignlab.merge.online import ONLINE_MERGERS
+from alignlab.merge.stage import POSTHOC, check_merge_config, online_merge_base, posthoc_merge
 from alignlab.stages import cached_stage, fingerprint
 
 log = logging.getLogger(__name__)
@@ -86,15 +88,18 @@ def sft_stage(cfg: DictConfig, source, tokenizer, tokenizer_id: str) -> Path:
     return cached_stage(cfg.paths.cache_dir, "sft", inputs, build)
 
 
-def prepare_start(cfg: DictConfig, source, tokenizer, tokenizer_id: str) -> tuple[Callable, str]:
-    """Returns (a function giving a fresh copy of the start model, its identity for fingerprints)."""
+def prepare_start(cfg: DictConfig, source, tokenizer, tokenizer_id: str) -> tuple[Callable, str, Path | None]:
+    """Returns (a function giving a fresh copy of the start model, its identity for fingerprints, its local HF
+    directory when it has one)."""
     if cfg.sft.enabled and source.sft_rows() is not None:
         path = sft_stage(cfg, source, tokenizer, tokenizer_id)
-        return (lambda: models.load_pretrained(str(path), cfg.model.dtype, key="sft stage")), path.name
+        return (lambda: models.load_pretrained(str(path), cfg.model.dtype, key="sft stage")), path.name, path
     if cfg.model.random_init:
         init = base_model(cfg, tokenizer)
-        return (lambda: copy.deepcopy(init)), f"random-{fingerprint(plain(cfg.model))}"
-    return (lambda: models.load_pretrained(cfg.model.name_or_path, cfg.model.dtype)), str(cfg.model.name_or_path)
+        return (lambda: copy.deepcopy(init)), f"random-{fingerprint(plain(cfg.model))}", None
+    local = Path(str(cfg.model.name_or_path)).expanduser()
+    return ((lambda: models.load_pretrained(cfg.model.name_or_path, cfg.model.dtype)), str(cfg.model.name_or_path),
+            local if local.is_dir() else None)
 
 
 # ---- stage: preference pairs -----------------------------------------------------------------------------------
@@ -180,8 +185,11 @@ def build_module(cfg: DictConfig, new_start_model: Callable, tokenizer, teachers
     reference = models.freeze(new_start_model()) if method_cls.needs_reference else None
     for key, teacher in teachers.items():
         models.check_same_vocabulary(policy, teacher, f"the student (model={cfg.model.name})", f"method.{key}")
-    return instantiate(cfg.method, policy=policy, reference=reference, tokenizer=tokenizer, **teachers,
-                       _convert_="all")
+    module = instantiate(cfg.method, policy=policy, reference=reference, tokenizer=tokenizer, **teachers,
+                         _convert_="all")
+    if cfg.merge.name in ONLINE_MERGERS:
+        module.use_online_merging(plain(cfg.merge), online_merge_base(cfg, lambda: base_model(cfg, tokenizer)))
+    return module
 
 
 def make_datamodule(cfg: DictConfig, tokenizer, kind: str, rows: dict, seed: int) -> AlignmentDataModule:
@@ -232,6 +240,7 @@ class Prepared:
     tokenizer_id: str
     new_start_model: Callable  # a fresh copy of the model alignment starts from (the reference's weights)
     start_id: str
+    start_dir: Path | None     # its HF directory, when it has a local one
     rows: dict                 # preference rows by split ("train", "validation"), already swapped if asked
     teachers: dict             # frozen models a method declares (AlignDistil's DPO and reverse-DPO models)
     stages: dict               # where each stage's output came from (cache dirs, paths, hub ids)
@@ -240,31 +249,57 @@ class Prepared:
 def prepare(cfg: DictConfig) -> Prepared:
     source = instantiate(cfg.data.source)
     tokenizer, tokenizer_id = prepare_tokenizer(cfg, source)
-    new_start_model, start_id = prepare_start(cfg, source, tokenizer, tokenizer_id)
+    if hasattr(source, "bind_tokenizer"):  # message-list data renders with the tokenizer's chat template
+        source.bind_tokenizer(tokenizer)
+    new_start_model, start_id, start_dir = prepare_start(cfg, source, tokenizer, tokenizer_id)
     rows, pairs_id = preference_rows(cfg, source, new_start_model, start_id, tokenizer)
     teachers, teacher_paths = load_teachers(cfg, rows, new_start_model, start_id, tokenizer)
     if cfg.data.swap_preferences:
         rows = {split: swap_preferences(r) for split, r in rows.items()}
     stages = {"tokenizer": tokenizer_id, "start": start_id, "pairs": pairs_id, **teacher_paths}
-    return Prepared(source, tokenizer, tokenizer_id, new_start_model, start_id, rows, teachers, stages)
+    return Prepared(source, tokenizer, tokenizer_id, new_start_model, start_id, start_dir, rows, teachers, stages)
 
 
-def evaluate_policy(cfg: DictConfig, p: Prepared, module, out: Path) -> dict:
-    reference = module.reference if module.reference is not None else models.freeze(p.new_start_model())
-    reference.to(module.policy.device)
-    val_pairs = tokenize_rows(p.tokenizer, p.rows["validation"], "pairs", cfg.data.max_length,
-                              cfg.data.max_prompt_length, f"{cfg.data.name}/eval-pairs") if p.rows["validation"] else []
-    metrics, samples = evaluate(module.policy, reference, p.tokenizer, instantiate(cfg.reward),
-                                p.source.prompts("test", p.tokenizer), val_pairs, cfg.eval,
-                                type(module).preference_score, seed=cfg.seed)
+def evaluate_model(cfg: DictConfig, policy, reference, tokenizer, source, val_rows: list[dict], preference_score,
+                   out: Path) -> dict:
+    """eval/* (and tax/* with eval=tax) of `policy` against `reference`; the samples go to samples.jsonl."""
+    reference.to(policy.device)
+    val_pairs = tokenize_rows(tokenizer, val_rows, "pairs", cfg.data.max_length, cfg.data.max_prompt_length,
+                              f"{cfg.data.name}/eval-pairs") if val_rows else []
+    reward = instantiate(cfg.reward)
+    metrics, samples = evaluate(policy, reference, tokenizer, reward, source.prompts("test", tokenizer), val_pairs,
+                                cfg.eval, preference_score, seed=cfg.seed)
+    if hasattr(source, "chosen_responses"):  # datasets with reference responses: win rate against them
+        from alignlab.eval.winrate import winrate_vs_chosen
+
+        metrics.update(winrate_vs_chosen(reward, samples, source.chosen_responses("test")))
+    if cfg.eval.tax.enabled:
+        from alignlab.eval.tax import alignment_tax
+
+        settings = {k: v for k, v in plain(cfg.eval.tax).items() if k != "enabled"}
+        metrics.update(alignment_tax(policy, reference, tokenizer, **settings))
     with open(out / "samples.jsonl", "w") as f:
         for s in samples:
             f.write(json.dumps({k: s[k] for k in ("prompt", "completion", "reward")}) + "\n")
     return metrics
 
 
+def merge_after_training(cfg: DictConfig, p: Prepared, policy_dir: Path, out: Path, device) -> tuple[object, dict]:
+    """merge=average|hma: merge this run's policy (or merge.aligned) with its start model (or merge.pre)."""
+    pre_dir = cfg.merge.pre or p.start_dir or models.save_hf(p.new_start_model(), p.tokenizer, out / "pre")
+    merged_dir, metrics = posthoc_merge(cfg, pre_dir, cfg.merge.aligned or policy_dir, out / "merged", p.tokenizer,
+                                        instantiate(cfg.reward), p.source.prompts("train", p.tokenizer), device)
+    merged = models.freeze(models.load_pretrained(str(merged_dir), cfg.model.dtype, key="merged")).to(device)
+    return merged, {**metrics, "merge/dir": str(merged_dir)}
+
+
 def run(cfg: DictConfig) -> dict:
     started = time.time()
+    check_merge_config(cfg.merge)
+    if cfg.stage == "merge":
+        return run_merge_stage(cfg, started)
+    if cfg.stage != "all":
+        raise ConfigError(f"stage={cfg.stage!r} is not one of ['all', 'merge']")
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
@@ -283,21 +318,63 @@ def run(cfg: DictConfig) -> dict:
             return {"status": "ok", "metrics": {}}
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
         policy_dir = models.save_hf(module.policy, p.tokenizer, out / "policy")
+        final = module.policy
+        if cfg.merge.name in POSTHOC:
+            final, merge_metrics = merge_after_training(cfg, p, policy_dir, out, module.policy.device)
+            metrics.update({k: v for k, v in merge_metrics.items() if k != "merge/dir"})
         if cfg.eval.enabled:
-            metrics.update(evaluate_policy(cfg, p, module, out))
+            reference = module.reference if module.reference is not None else models.freeze(p.new_start_model())
+            metrics.update(evaluate_model(cfg, final, reference, p.tokenizer, p.source, p.rows["validation"],
+                                          type(module).preference_score, out))
     finally:
         close_loggers(loggers)
     metrics["time/seconds"] = time.time() - started
     results = {"status": "ok", "metrics": metrics, "policy_dir": str(policy_dir),
-               "stages": p.stages, "config": plain(cfg)}
+               "merged_dir": str(out / "merged") if cfg.merge.name in POSTHOC else None,
+               "pre_dir": str(p.start_dir) if p.start_dir else None, "stages": p.stages, "config": plain(cfg)}
+    return write_results(cfg, results, out)
+
+
+def run_merge_stage(cfg: DictConfig, started: float) -> dict:
+    """stage=merge: merge two existing checkpoints (merge.pre, merge.aligned), then evaluate the merged model
+    against the pre-alignment model on the configured data's held-out prompts."""
+    from alignlab.methods.base import AlignmentModule
+
+    if cfg.merge.name not in POSTHOC or not cfg.merge.aligned or not cfg.merge.pre:
+        raise ConfigError("stage=merge needs merge=average or merge=hma with merge.aligned and merge.pre set "
+                          f"(got merge={cfg.merge.name}, aligned={cfg.merge.get('aligned')}, pre={cfg.merge.get('pre')})")
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True)
+    tokenizer = models.load_tokenizer(cfg.merge.aligned, key="merge.aligned")
+    source = instantiate(cfg.data.source)
+    if hasattr(source, "bind_tokenizer"):
+        source.bind_tokenizer(tokenizer)
+    device = "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda") else "cpu"
+    merged_dir, metrics = posthoc_merge(cfg, cfg.merge.pre, cfg.merge.aligned, out / "merged", tokenizer,
+                                        instantiate(cfg.reward), source.prompts("train", tokenizer), device)
+    if cfg.eval.enabled:
+        merged = models.freeze(models.load_pretrained(str(merged_dir), cfg.model.dtype, key="merged")).to(device)
+        pre = models.freeze(models.load_pretrained(str(cfg.merge.pre), cfg.model.dtype, key="merge.pre"))
+        val_rows = source.preference_rows("validation") or []
+        metrics.update(evaluate_model(cfg, merged, pre, tokenizer, source, val_rows,
+                                      AlignmentModule.preference_score, out))
+    metrics["time/seconds"] = time.time() - started
+    results = {"status": "ok", "metrics": metrics, "policy_dir": None, "merged_dir": str(merged_dir),
+               "pre_dir": str(cfg.merge.pre), "stages": {}, "config": plain(cfg)}
+    return write_results(cfg, results, out)
+
+
+def write_results(cfg: DictConfig, results: dict, out: Path) -> dict:
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    print_summary(cfg, metrics, out)
+    print_summary(cfg, results["metrics"], out)
     return results
 
 
 def print_summary(cfg: DictConfig, metrics: dict, out: Path) -> None:
-    keys = ["eval/reward", "eval/reward_ref", "eval/kl", "eval/entropy", "eval/pref_accuracy", "val/loss",
-            "val/rewards/accuracies", "time/seconds"]
+    keys = ["eval/reward", "eval/reward_ref", "eval/kl", "eval/entropy", "eval/pref_accuracy",
+            "eval/winrate_vs_chosen", "tax/ppl_ratio", "tax/probe_drop", "val/loss", "val/rewards/accuracies",
+            "time/seconds"]
     lines = [f"alignlab  method={cfg.method.name}  model={cfg.model.name}  data={cfg.data.name}  seed={cfg.seed}"]
     lines += [f"  {k:<24} {metrics[k]:>10.4f}" for k in keys if k in metrics]
     lines.append(f"  results: {out / 'results.json'}")

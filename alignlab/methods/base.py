@@ -78,13 +78,32 @@ class AlignmentModule(L.LightningModule):
     def trainable_parameters(self):
         return [p for p in self.policy.parameters() if p.requires_grad]
 
+    def use_online_merging(self, merge: dict, base_state_dict: dict) -> None:
+        """merge=ondare|onties: the optimizer merges each update with the task vector theta_policy - theta_base.
+        Plain attributes, so the base weights never enter a checkpoint; released once tau is computed."""
+        self.online_merge, self.merge_base = merge, base_state_dict
+
     def configure_optimizers(self):
         decay, no_decay = [], []
         for name, p in self.policy.named_parameters():
             if p.requires_grad:
-                (no_decay if p.ndim < 2 else decay).append(p)  # no decay on biases and norms
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.optim["weight_decay"]},
-                                       {"params": no_decay, "weight_decay": 0.0}], lr=self.optim["lr"])
+                (no_decay if p.ndim < 2 else decay).append((name, p))  # no decay on biases and norms
+        groups = [{"params": decay, "weight_decay": self.optim["weight_decay"]},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        merge = getattr(self, "online_merge", None)
+        if merge is not None:
+            from alignlab.merge.online import build_online_optimizer, check_strategy
+
+            check_strategy(self.trainer.strategy)
+            # the base state dict is keyed like the policy's own named_parameters()
+            optimizer = build_online_optimizer(merge["name"], groups, self.merge_base, lr=self.optim["lr"],
+                                               p=merge["p"], a=merge["a"], rescale=merge["rescale"],
+                                               step_k=merge["step_k"], seed=merge["seed"],
+                                               sign_election=merge.get("sign_election", "weighted"))
+            self.merge_base = None  # tau is computed: the base model is released
+        else:
+            optimizer = torch.optim.AdamW([{**g, "params": [p for _, p in g["params"]]} for g in groups],
+                                          lr=self.optim["lr"])
         total = self.trainer.datamodule.optimizer_steps(self.trainer)
         scheduler = get_scheduler(SCHEDULERS[self.optim["scheduler"]], optimizer,
                                   num_warmup_steps=int(self.optim["warmup_ratio"] * total), num_training_steps=total)
