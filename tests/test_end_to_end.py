@@ -73,3 +73,40 @@ def test_resume_from_last_checkpoint_matches_uninterrupted_run(tmp_path):
     # the comparison can fail: training moved the weights well beyond the tolerance used above
     start = load_file(f"{full['config']['paths']['cache_dir']}/{full['stages']['start']}/model.safetensors")
     assert max((a[k] - start[k]).abs().max().item() for k in a) > 1e-3
+
+
+def test_sft_method_trains_on_chosen_responses(tmp_path):
+    results = run(compose_config(tmp_path, ["experiment=smoke", "method=sft", "trainer.max_steps=20"]))
+    m = results["metrics"]
+    assert "train/nll_per_token" in m and "eval/pref_accuracy" in m and "eval/kl" in m
+    assert results["config"]["method"]["name"] == "sft"
+
+
+def test_real_loading_path_on_a_local_stand_in(tmp_path):
+    """model=hf with a local directory in the hub's save_pretrained format takes the from_pretrained path for the
+    tokenizer and the weights, then runs the same stages (SFT from the pretrained weights, pairs, DPO)."""
+    from alignlab.data.reviews import generate_reviews
+    from alignlab.models import build_random
+    from alignlab.tokenizer import train_bpe_tokenizer
+
+    texts = [r["text"] for r in generate_reviews(300, seed=5)]
+    tokenizer = train_bpe_tokenizer(texts, vocab_size=512)
+    model = build_random({"model_type": "gpt_neox", "hidden_size": 32, "num_hidden_layers": 2,
+                          "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128},
+                         tokenizer)
+    stand_in = tmp_path / "pythia-stand-in"
+    model.save_pretrained(stand_in)
+    tokenizer.save_pretrained(stand_in)
+    results = run(compose_config(tmp_path / "run", ["experiment=smoke", "model=hf", f"model.name_or_path={stand_in}",
+                                                    "trainer.max_steps=10"]))
+    assert results["stages"]["tokenizer"] == str(stand_in)
+    assert results["stages"]["start"].startswith("sft-")  # the SFT stage ran on top of the loaded weights
+    assert (tmp_path / "run" / "policy" / "model.safetensors").exists()
+
+
+def test_wandb_logger_runs_offline(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run(compose_config(tmp_path, ["experiment=smoke", "logger=wandb", "trainer.max_steps=6", "eval.enabled=false"]))
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
