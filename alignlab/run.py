@@ -25,6 +25,7 @@ from alignlab.data.pairs import generate_pairs, read_jsonl, write_jsonl
 from alignlab.data.rows import swap_preferences
 from alignlab.errors import ConfigError
 from alignlab.eval.metrics import evaluate
+from alignlab.loggers import log_evaluation
 from alignlab.merge.online import ONLINE_MERGERS
 from alignlab.merge.stage import POSTHOC, check_merge_config, online_merge_base, posthoc_merge
 from alignlab.stages import cached_stage, fingerprint
@@ -261,7 +262,7 @@ def prepare(cfg: DictConfig) -> Prepared:
 
 
 def evaluate_model(cfg: DictConfig, policy, reference, tokenizer, source, val_rows: list[dict], preference_score,
-                   out: Path) -> dict:
+                   out: Path, loggers=(), step: int = 0) -> dict:
     """eval/* (and tax/* with eval=tax) of `policy` against `reference`; the samples go to samples.jsonl."""
     reference.to(policy.device)
     val_pairs = tokenize_rows(tokenizer, val_rows, "pairs", cfg.data.max_length, cfg.data.max_prompt_length,
@@ -281,6 +282,7 @@ def evaluate_model(cfg: DictConfig, policy, reference, tokenizer, source, val_ro
     with open(out / "samples.jsonl", "w") as f:
         for s in samples:
             f.write(json.dumps({k: s[k] for k in ("prompt", "completion", "reward")}) + "\n")
+    log_evaluation(loggers, metrics, samples, step)
     return metrics
 
 
@@ -325,7 +327,7 @@ def run(cfg: DictConfig) -> dict:
         if cfg.eval.enabled:
             reference = module.reference if module.reference is not None else models.freeze(p.new_start_model())
             metrics.update(evaluate_model(cfg, final, reference, p.tokenizer, p.source, p.rows["validation"],
-                                          type(module).preference_score, out))
+                                          type(module).preference_score, out, loggers, trainer.global_step))
     finally:
         close_loggers(loggers)
     metrics["time/seconds"] = time.time() - started
