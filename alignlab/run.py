@@ -222,10 +222,23 @@ def close_loggers(loggers) -> None:
             wandb.finish()
 
 
-def train(cfg: DictConfig, module, datamodule, out: Path, loggers) -> L.Trainer:
+def reward_curve_callback(cfg: DictConfig, p: "Prepared"):
+    """eval.reward_every_n_steps > 0: log val/reward during training on the first eval.curve_prompts prompts."""
+    from alignlab.callbacks import RewardDuringTraining
+
+    every = cfg.eval.get("reward_every_n_steps", 0)
+    if not every:
+        return None
+    prompts = p.source.prompts("test", p.tokenizer)[: cfg.eval.curve_prompts]
+    return RewardDuringTraining(instantiate(cfg.reward), p.tokenizer, prompts, every, cfg.eval.max_new_tokens,
+                                cfg.eval.temperature, cfg.eval.top_p, cfg.eval.batch_size, seed=cfg.seed)
+
+
+def train(cfg: DictConfig, module, datamodule, out: Path, loggers, extra_callbacks=()) -> L.Trainer:
     checkpoints = ModelCheckpoint(dirpath=str(out / "checkpoints"), save_last=True, save_top_k=0,
                                   every_n_train_steps=cfg.checkpoint.every_n_train_steps)
     extra = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
+    extra += [c for c in extra_callbacks if c is not None]
     trainer = make_trainer(cfg, out, loggers=loggers or False, callbacks=[*extra, checkpoints])
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg, out))
     # step-based saving may have last happened a few steps before the end: last.ckpt is the final state
@@ -315,10 +328,16 @@ def run(cfg: DictConfig) -> dict:
     datamodule = make_datamodule(cfg, p.tokenizer, module.batch_kind, rows, seed=cfg.seed)
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.logger else []
     try:
-        trainer = train(cfg, module, datamodule, out, loggers)
+        curve = reward_curve_callback(cfg, p)
+        trainer = train(cfg, module, datamodule, out, loggers, [curve])
         if not trainer.is_global_zero:
             return {"status": "ok", "metrics": {}}
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+        if curve is not None and curve.curve:
+            from alignlab.callbacks import steps_to_reach
+
+            metrics["curve/steps_to_final_reward"] = float(steps_to_reach(curve.curve))
+            metrics["curve/final_reward"] = curve.curve[-1][1]
         policy_dir = models.save_hf(module.policy, p.tokenizer, out / "policy")
         final = module.policy
         if cfg.merge.name in POSTHOC:

@@ -47,7 +47,7 @@ class AlignDistil(AlignmentModule):
     teachers = {"dpo_model": "dpo", "reverse_model": "reverse"}  # run.py loads them, or trains them (cached)
 
     def __init__(self, policy, reference, dpo_model, reverse_model=None, teacher: str = "adaptive",
-                 beta: float = 0.1, beta0: float = 0.1, r: float = 20.0, eps: float = 1e-3,
+                 beta: float = 0.1, beta0: float = 0.1, r: float | None = None, eps: float = 1e-3,
                  mode: str = "off_policy", responses: str = "chosen", max_new_tokens: int = 64,
                  temperature: float = 1.0, top_p: float = 1.0, chunk_size: int = 1024,
                  teacher_dtype: str = "float32", teacher_training=None, **kwargs):
@@ -63,6 +63,8 @@ class AlignDistil(AlignmentModule):
             raise ConfigError(f"method.teacher={teacher} needs a reverse-DPO model (method.reverse_model)")
         self.dpo_model = dpo_model
         self.reverse_model = reverse_model if teacher != "dpo_ref" else None
+        if r is None:  # METHODS.md convention: 20 off-policy, 30 on-policy (TVD with the 1/2 factor)
+            r = 20.0 if mode == "off_policy" else 30.0
         self.teacher, self.beta, self.beta0, self.r, self.eps = teacher, beta, beta0, r, eps
         self.mode, self.responses = mode, responses
         self.sampling = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
