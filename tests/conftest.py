@@ -15,6 +15,18 @@ os.environ.setdefault("ALIGNLAB_CACHE", str(REPO / ".cache" / "test" / "alignlab
 CONF_DIR = str(REPO / "conf")
 
 
+@pytest.fixture
+def single_thread():
+    """Tiny tensors: torch's intra-op threads only add synchronisation, which turns pathologically slow (10-100x)
+    when the 2-core machine is busy with other processes. Tests of small tensors use this fixture."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def compose_config(output_dir, overrides=()):
     from hydra import compose, initialize_config_dir
 

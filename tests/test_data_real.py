@@ -410,15 +410,6 @@ SMALL_RUN = ["sft.max_epochs=1", "sft.batch_size=16", "sft.max_length=64", "trai
              "trainer.enable_progress_bar=false", "logger=none"]
 
 
-@pytest.fixture
-def one_thread():
-    """2 shared cores: torch's 2 intra-op threads contend with other jobs and run ~5x slower than one."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def read_samples(out):
@@ -426,7 +417,7 @@ def read_samples(out):
 
 
 @pytest.mark.slow
-def test_dpo_end_to_end_on_imdb_with_classifier_reward(tmp_path, one_thread):
+def test_dpo_end_to_end_on_imdb_with_classifier_reward(tmp_path, single_thread):
     from alignlab.run import run
     from fixtures_hub import make_tiny_classifier
 
@@ -450,7 +441,7 @@ def test_dpo_end_to_end_on_imdb_with_classifier_reward(tmp_path, one_thread):
 
 
 @pytest.mark.slow
-def test_dpo_end_to_end_on_hh_rlhf(tmp_path, one_thread):
+def test_dpo_end_to_end_on_hh_rlhf(tmp_path, single_thread):
     from alignlab.eval.winrate import winrate_vs_chosen
     from alignlab.rewards import VaderReward
     from alignlab.run import run
@@ -471,7 +462,7 @@ def test_dpo_end_to_end_on_hh_rlhf(tmp_path, one_thread):
 
 
 @pytest.mark.slow
-def test_dpo_end_to_end_on_ultrafeedback(tmp_path, one_thread):
+def test_dpo_end_to_end_on_ultrafeedback(tmp_path, single_thread):
     from alignlab.run import run
 
     data = write_ultrafeedback(tmp_path / "uf", {"train_prefs": make_ultrafeedback_rows(48, seed=0),

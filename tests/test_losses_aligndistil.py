@@ -8,15 +8,9 @@ import torch.nn.functional as F
 
 from alignlab.losses import aligndistil_loss, aligndistil_teacher, shift_for_next_token
 
+pytestmark = pytest.mark.usefixtures("single_thread")
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: intra-op threads only add synchronisation, which is pathologically slow (10-100x) when the
-    2-core machine is loaded by other processes."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+
 
 BETA, BETA0 = 0.05, 0.1  # beta0 / beta = 2
 

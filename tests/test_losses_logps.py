@@ -6,15 +6,9 @@ import torch.nn.functional as F
 
 from alignlab.losses import sequence_logps, shift_for_next_token, token_entropy, token_logps_and_kl
 
+pytestmark = pytest.mark.usefixtures("single_thread")
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: intra-op threads only add synchronisation, which is pathologically slow (10-100x) when the
-    2-core machine is loaded by other processes."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+
 
 B, T, V = 3, 7, 11
 

@@ -7,15 +7,9 @@ import torch
 
 from alignlab.losses import dpo_loss, tdpo_loss, token_logps_and_kl
 
+pytestmark = pytest.mark.usefixtures("single_thread")
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """Tiny tensors: intra-op threads only add synchronisation, which is pathologically slow (10-100x) when the
-    2-core machine is loaded by other processes."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+
 
 
 def t(*values, grad=False):

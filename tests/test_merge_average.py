@@ -16,13 +16,9 @@ from alignlab.errors import ConfigError
 from alignlab.merge import (MergeMismatchError, average, linear_keys, linear_keys_by_rule, merge_checkpoints,
                             merge_models)
 
+pytestmark = pytest.mark.usefixtures("single_thread")
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+
 
 
 def neox(seed: int, layers: int = 3, intermediate: int = 64) -> GPTNeoXForCausalLM:

@@ -12,13 +12,9 @@ from alignlab.merge.average import merge_models, merge_state_dicts
 from alignlab.merge.hma import (block_ratio_function, check_block_ratios, layer_block, project_ratios,
                                 sample_high_reward_rows, select_high_reward_rows)
 
+pytestmark = pytest.mark.usefixtures("single_thread")
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+
 
 
 def neox(seed: int, layers: int = 4, vocab: int = 96) -> GPTNeoXForCausalLM:

@@ -16,13 +16,9 @@ from alignlab.errors import ConfigError
 from alignlab.merge.online import (OnDARE, OnTIES, build_online_optimizer, check_strategy, dare_merge,
                                    task_vectors, ties_merge, top_p_mask)
 
+pytestmark = pytest.mark.usefixtures("single_thread")
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+
 
 
 def small_net(seed=0):

@@ -9,16 +9,12 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 from alignlab.data.probe import KINDS, generate_out_of_task_texts, review_probe_items, word_order_items
 from alignlab.eval.tax import alignment_tax, continuation_logps, perplexity, probe_scores
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 KEYS = {"tax/ppl_out_of_task", "tax/ppl_out_of_task_pre", "tax/ppl_ratio", "tax/probe_accuracy",
         "tax/probe_accuracy_pre", "tax/probe_drop", "tax/probe_margin", "tax/probe_margin_pre"}
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
