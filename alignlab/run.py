@@ -19,7 +19,7 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from alignlab import models
+from alignlab import models, strategies
 from alignlab.data.module import AlignmentDataModule, tokenize_rows
 from alignlab.data.pairs import generate_pairs, read_jsonl, write_jsonl
 from alignlab.data.rows import swap_preferences
@@ -72,7 +72,8 @@ def sft_stage(cfg: DictConfig, source, tokenizer, tokenizer_id: str) -> Path:
 
     def build(tmp: Path) -> None:
         L.seed_everything(cfg.sft.seed, workers=True)
-        module = SFT(base_model(cfg, tokenizer), name="sft-stage",
+        start = strategies.activation_checkpointing(base_model(cfg, tokenizer), cfg.model.activation_checkpointing)
+        module = SFT(start, name="sft-stage",
                      optim={k: cfg.sft[k] for k in ("lr", "weight_decay", "warmup_ratio", "scheduler")})
         data = AlignmentDataModule(tokenizer, source.sft_rows(), [], "sequences", cfg.sft.batch_size,
                                    cfg.sft.batch_size, cfg.sft.max_length, cfg.sft.max_length, seed=cfg.sft.seed,
@@ -182,7 +183,7 @@ def load_teachers(cfg: DictConfig, rows: dict, new_start_model: Callable, start_
 # ---- alignment -------------------------------------------------------------------------------------------------
 def build_module(cfg: DictConfig, new_start_model: Callable, tokenizer, teachers: dict):
     method_cls = get_class(cfg.method._target_)
-    policy = new_start_model()
+    policy = strategies.activation_checkpointing(new_start_model(), cfg.model.get("activation_checkpointing", False))
     reference = models.freeze(new_start_model()) if method_cls.needs_reference else None
     for key, teacher in teachers.items():
         models.check_same_vocabulary(policy, teacher, f"the student (model={cfg.model.name})", f"method.{key}")
@@ -243,6 +244,7 @@ def train(cfg: DictConfig, module, datamodule, out: Path, loggers, extra_callbac
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg, out))
     # step-based saving may have last happened a few steps before the end: last.ckpt is the final state
     trainer.save_checkpoint(checkpoints.format_checkpoint_name({}, checkpoints.CHECKPOINT_NAME_LAST))
+    trainer.strategy.barrier("last.ckpt")  # DeepSpeed: every rank's shard is on disk before rank 0 reads them
     return trainer
 
 
@@ -315,6 +317,7 @@ def run(cfg: DictConfig) -> dict:
         return run_merge_stage(cfg, started)
     if cfg.stage != "all":
         raise ConfigError(f"stage={cfg.stage!r} is not one of ['all', 'merge']")
+    strategies.check_trainer_config(cfg)
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True)
@@ -338,13 +341,17 @@ def run(cfg: DictConfig) -> dict:
 
             metrics["curve/steps_to_final_reward"] = float(steps_to_reach(curve.curve))
             metrics["curve/final_reward"] = curve.curve[-1][1]
-        policy_dir = models.save_hf(module.policy, p.tokenizer, out / "policy")
-        final = module.policy
+        # DeepSpeed: the fp32 master weights from last.ckpt, in a fresh copy of the start model
+        policy = strategies.trained_policy(trainer, module, out / "checkpoints" / "last.ckpt", p.new_start_model)
+        policy_dir = models.save_hf(policy, p.tokenizer, out / "policy")
+        final = policy
         if cfg.merge.name in POSTHOC:
-            final, merge_metrics = merge_after_training(cfg, p, policy_dir, out, module.policy.device)
+            final, merge_metrics = merge_after_training(cfg, p, policy_dir, out, policy.device)
             metrics.update({k: v for k, v in merge_metrics.items() if k != "merge/dir"})
         if cfg.eval.enabled:
-            reference = module.reference if module.reference is not None else models.freeze(p.new_start_model())
+            # under DeepSpeed module.reference is bf16 or (ZeRO-3) partitioned: evaluate against a fresh copy
+            reference = module.reference if module.reference is not None and policy is module.policy \
+                else models.freeze(p.new_start_model())
             metrics.update(evaluate_model(cfg, final, reference, p.tokenizer, p.source, p.rows["validation"],
                                           type(module).preference_score, out, loggers, trainer.global_step))
     finally:

@@ -6,7 +6,7 @@ import math
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 from alignlab.errors import DataError
 from alignlab.data.tokenize import (PreferenceCollator, SequenceCollator, TruncationStats, tokenize_pair,
@@ -15,13 +15,28 @@ from alignlab.data.tokenize import (PreferenceCollator, SequenceCollator, Trunca
 log = logging.getLogger(__name__)
 
 
-class EpochSeededSampler(Sampler):
+class EpochSeededSampler(DistributedSampler):
     """Shuffles with seed + epoch, so the order depends only on (seed, epoch), never on the global RNG; `skip`
-    drops the first indices of the next pass (used to resume mid-epoch). Lightning calls set_epoch (and wraps
-    this in a distributed sampler under DDP)."""
+    drops the first indices of this rank's next pass (used to resume mid-epoch).
 
-    def __init__(self, n: int, seed: int):
+    Data parallelism: rank r of W processes takes order[r::W] of the epoch's permutation, truncated to the same
+    length on every rank (n // W; at most W - 1 rows of an epoch are left out, a different few each epoch), so all
+    ranks run the same number of batches. With a per-rank batch B, the W batches of step k together are exactly
+    order[k*B*W:(k+1)*B*W], the batch k of one process with batch B*W: 2 x B on two processes trains as 1 x 2B.
+    It is a DistributedSampler (without calling its __init__, which needs an initialised process group), so
+    Lightning uses it as it is instead of wrapping it in a sampler that would reshuffle the shards and break the
+    resume position. Lightning calls set_epoch at every epoch start."""
+
+    def __init__(self, n: int, seed: int, rank: int = 0, num_replicas: int = 1):
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
+        if n < num_replicas:
+            raise DataError(f"{n} training rows cannot be split over {num_replicas} data-parallel processes")
         self.n, self.seed, self.epoch, self.skip = n, seed, 0, 0
+        # DistributedSampler's attributes, for code that inspects them
+        self.rank, self.num_replicas, self.shuffle, self.drop_last = rank, num_replicas, True, True
+        self.num_samples = n // num_replicas
+        self.total_size = self.num_samples * num_replicas
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -29,30 +44,27 @@ class EpochSeededSampler(Sampler):
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(self.n, generator=generator).tolist()
+        shard = order[self.rank::self.num_replicas][:self.num_samples]
         skip, self.skip = self.skip, 0
-        return iter(order[skip:])
+        return iter(shard[skip:])
 
     def __len__(self) -> int:
-        return self.n
-
-
-def world_size() -> int:
-    return torch.distributed.get_world_size() if torch.distributed.is_available() and \
-        torch.distributed.is_initialized() else 1
+        return self.num_samples
 
 
 class ResumableDataLoader(DataLoader):
     """A DataLoader that Lightning checkpoints (it has state_dict/load_state_dict): it records how many batches
     of the current epoch were consumed, and after a restore the sampler skips exactly those samples, so a run
-    resumed mid-epoch sees the same batches as an uninterrupted one."""
+    resumed mid-epoch sees the same batches as an uninterrupted one. Under data parallelism every rank consumes
+    the same number of batches of its own shard, so the one recorded count (rank 0's checkpoint) fits all."""
 
-    def __init__(self, dataset, batch_size: int, seed: int, **kwargs):
-        self.epoch_sampler = EpochSeededSampler(len(dataset), seed)
+    def __init__(self, dataset, batch_size: int, seed: int, rank: int = 0, num_replicas: int = 1, **kwargs):
+        self.epoch_sampler = EpochSeededSampler(len(dataset), seed, rank=rank, num_replicas=num_replicas)
         super().__init__(dataset, batch_size=batch_size, sampler=self.epoch_sampler, **kwargs)
         self.batches_seen = 0
 
     def __iter__(self):
-        self.batches_seen = self.epoch_sampler.skip // (self.batch_size * world_size())
+        self.batches_seen = self.epoch_sampler.skip // self.batch_size
         for batch in super().__iter__():
             self.batches_seen += 1
             yield batch
@@ -62,7 +74,7 @@ class ResumableDataLoader(DataLoader):
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch_sampler.epoch = state["epoch"]
-        self.epoch_sampler.skip = state["batches_seen"] * self.batch_size * world_size()
+        self.epoch_sampler.skip = state["batches_seen"] * self.batch_size
 
 
 def tokenize_rows(tokenizer, rows: list[dict], kind: str, max_length: int, max_prompt_length: int,
@@ -101,12 +113,18 @@ class AlignmentDataModule(L.LightningDataModule):
         the train dataloader before a checkpoint is restored, and the restored loader state would be skipped."""
         if trainer.max_steps is not None and trainer.max_steps > 0:
             return trainer.max_steps
-        batches = math.ceil(len(self.train) / (self.batch_size * trainer.world_size))
+        batches = math.ceil((len(self.train) // trainer.world_size) / self.batch_size)  # per rank, as sharded
         return max(1, math.ceil(batches / trainer.accumulate_grad_batches) * max(1, trainer.max_epochs))
+
+    def shard(self) -> dict:
+        """This process's place among the data-parallel ranks: {"rank": r, "num_replicas": W} (W = 1 alone)."""
+        trainer = getattr(self, "trainer", None)
+        kwargs = (trainer.distributed_sampler_kwargs if trainer is not None else None) or {}
+        return {"rank": int(kwargs.get("rank", 0)), "num_replicas": int(kwargs.get("num_replicas", 1))}
 
     def train_dataloader(self) -> DataLoader:
         return ResumableDataLoader(self.train, batch_size=self.batch_size, seed=self.seed, collate_fn=self.collate,
-                                   num_workers=self.num_workers)
+                                   num_workers=self.num_workers, **self.shard())
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.val:

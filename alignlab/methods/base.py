@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from transformers import get_scheduler
 
+from alignlab import strategies
 from alignlab.errors import ConfigError
 from alignlab.losses import sequence_logps, shift_for_next_token
 
@@ -102,8 +103,10 @@ class AlignmentModule(L.LightningModule):
                                                sign_election=merge.get("sign_election", "weighted"))
             self.merge_base = None  # tau is computed: the base model is released
         else:
-            optimizer = torch.optim.AdamW([{**g, "params": [p for _, p in g["params"]]} for g in groups],
-                                          lr=self.optim["lr"])
+            # torch AdamW; DeepSpeedCPUAdam when DeepSpeed offloads the optimizer (it refuses a torch optimizer there)
+            optimizer = strategies.adamw(self.trainer.strategy,
+                                         [{**g, "params": [p for _, p in g["params"]]} for g in groups],
+                                         lr=self.optim["lr"])
         total = self.trainer.datamodule.optimizer_steps(self.trainer)
         scheduler = get_scheduler(SCHEDULERS[self.optim["scheduler"]], optimizer,
                                   num_warmup_steps=int(self.optim["warmup_ratio"] * total), num_training_steps=total)
@@ -126,6 +129,8 @@ class AlignmentModule(L.LightningModule):
             del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "state_dict" not in checkpoint:  # DeepSpeed: the engine restores its own shards; Lightning passes only
+            return                          # the client state here (no state_dict, no optimizer_states)
         missing = [k for k in self.state_dict() if not self._is_frozen_key(k) and k not in checkpoint["state_dict"]]
         if missing:
             raise KeyError(f"checkpoint lacks {len(missing)} trainable tensors, first: {missing[0]!r}")
