@@ -112,6 +112,12 @@ class AlignmentModule(L.LightningModule):
                                   num_warmup_steps=int(self.optim["warmup_ratio"] * total), num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+        # Lightning zeroes gradients just before the next backward, so they would sit in memory through the next
+        # forward; free them as soon as the step has used them (correct under gradient accumulation too)
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        optimizer.zero_grad(set_to_none=True)
+
     def train(self, mode: bool = True):
         super().train(mode)
         for attr in self.frozen:  # frozen models stay in eval mode (no dropout) whatever Lightning asks
