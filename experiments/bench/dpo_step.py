@@ -39,6 +39,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from common import parse_overrides  # noqa: E402  (this folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[2]
 VARIANTS = ("alignlab", "trl", "bare")
@@ -88,18 +89,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
     return args
-
-
-def parse_overrides(text: str) -> dict:
-    import yaml
-
-    out = {}
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--arch-override: expected key=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 def load_architecture(model: str, overrides: dict) -> dict:

@@ -46,6 +46,7 @@ import time
 import traceback
 import warnings
 from pathlib import Path
+from common import parse_overrides  # noqa: E402  (this folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
@@ -104,18 +105,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.seq_len < 4:
         p.error("--seq-len must be at least 4")
     return args
-
-
-def parse_overrides(text: str) -> dict:
-    import yaml
-
-    out = {}
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--arch-override: expected key=value, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 # ---- configuration and models ---------------------------------------------------------------------------------
