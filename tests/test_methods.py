@@ -243,8 +243,8 @@ def test_invalid_settings_name_the_config_key(bad, key, models):
 @pytest.mark.parametrize("option, cls, expected", [
     ("ipo", IPO, {"beta": 0.1, "length_normalize": False}),
     ("simpo", SimPO, {"beta": 2.0, "gamma": 0.5}),
-    ("tdpo1", TDPO, {"beta": 0.1, "variant": "tdpo1", "alpha": None, "chunk_size": 1024}),
-    ("tdpo2", TDPO, {"beta": 0.1, "variant": "tdpo2", "alpha": 0.5, "chunk_size": 1024}),
+    ("tdpo1", TDPO, {"beta": 0.1, "variant": "tdpo1", "alpha": None, "chunk_size": 256}),
+    ("tdpo2", TDPO, {"beta": 0.1, "variant": "tdpo2", "alpha": 0.5, "chunk_size": 256}),
 ])
 def test_configs_build_the_modules_with_paper_defaults(option, cls, expected, tmp_path, models):
     cfg = compose_config(tmp_path, [f"method={option}"])
