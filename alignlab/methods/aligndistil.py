@@ -16,7 +16,7 @@ from alignlab.data.tokenize import IGNORE_INDEX, collate_sequences
 from alignlab.errors import ConfigError
 from alignlab.eval.generation import generate_from_ids
 from alignlab.losses import TEACHERS, aligndistil_loss, shift_for_next_token
-from alignlab.methods.base import AlignmentModule, logits_of
+from alignlab.methods.base import AlignmentModule, check_positive, logits_of
 
 MODES = ("off_policy", "on_policy")
 
@@ -57,8 +57,7 @@ class AlignDistil(AlignmentModule):
             raise ConfigError(f"method.teacher={teacher!r} is not one of {list(TEACHERS)}")
         if mode not in MODES:
             raise ConfigError(f"method.mode={mode!r} is not one of {list(MODES)}")
-        if beta <= 0 or beta0 <= 0:
-            raise ConfigError(f"method.beta={beta} and method.beta0={beta0} must be > 0")
+        check_positive(beta=beta, beta0=beta0)
         if teacher != "dpo_ref" and reverse_model is None:
             raise ConfigError(f"method.teacher={teacher} needs a reverse-DPO model (method.reverse_model)")
         self.dpo_model = dpo_model

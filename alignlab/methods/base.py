@@ -17,6 +17,13 @@ from alignlab.losses import sequence_logps, shift_for_next_token
 SCHEDULERS = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
 
 
+def check_positive(**values) -> None:
+    """ConfigError naming the method.* key of any value that is not > 0 (beta, beta0, ...)."""
+    for key, value in values.items():
+        if not value > 0:
+            raise ConfigError(f"method.{key}={value} must be > 0")
+
+
 def logits_of(model, batch: dict) -> torch.Tensor:
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
 

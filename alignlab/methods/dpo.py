@@ -3,14 +3,13 @@ from __future__ import annotations
 
 from alignlab.errors import ConfigError
 from alignlab.losses import dpo_loss
-from alignlab.methods.base import AlignmentModule, preference_metrics, summed_logps
+from alignlab.methods.base import AlignmentModule, check_positive, preference_metrics, summed_logps
 
 
 class DPO(AlignmentModule):
     def __init__(self, policy, reference, beta: float = 0.1, label_smoothing: float = 0.0, **kwargs):
         super().__init__(policy, reference, **kwargs)
-        if beta <= 0:
-            raise ConfigError(f"method.beta={beta} must be > 0")
+        check_positive(beta=beta)
         if not 0.0 <= label_smoothing < 0.5:
             raise ConfigError(f"method.label_smoothing={label_smoothing} must be in [0, 0.5)")
         self.beta, self.label_smoothing = beta, label_smoothing

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from alignlab.errors import ConfigError
 from alignlab.losses import ipo_loss
-from alignlab.methods.base import AlignmentModule, preference_metrics, summed_logps
+from alignlab.methods.base import AlignmentModule, check_positive, preference_metrics, summed_logps
 
 
 class IPO(AlignmentModule):
@@ -13,8 +13,7 @@ class IPO(AlignmentModule):
 
     def __init__(self, policy, reference, beta: float = 0.1, length_normalize: bool = False, **kwargs):
         super().__init__(policy, reference, **kwargs)
-        if beta <= 0:
-            raise ConfigError(f"method.beta={beta} must be > 0")
+        check_positive(beta=beta)
         if not isinstance(length_normalize, bool):
             raise ConfigError(f"method.length_normalize={length_normalize!r} must be true or false")
         self.beta, self.length_normalize = beta, length_normalize

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from alignlab.errors import ConfigError
 from alignlab.losses import simpo_loss
-from alignlab.methods.base import AlignmentModule, preference_metrics, summed_logps
+from alignlab.methods.base import AlignmentModule, check_positive, preference_metrics, summed_logps
 
 
 class SimPO(AlignmentModule):
@@ -16,8 +16,7 @@ class SimPO(AlignmentModule):
 
     def __init__(self, policy, reference=None, beta: float = 2.0, gamma: float = 0.5, **kwargs):
         super().__init__(policy, None, **kwargs)   # a reference passed in is not kept: SimPO never uses one
-        if beta <= 0:
-            raise ConfigError(f"method.beta={beta} must be > 0")
+        check_positive(beta=beta)
         if gamma < 0:
             raise ConfigError(f"method.gamma={gamma} must be >= 0 (the target reward margin)")
         self.beta, self.gamma = beta, gamma

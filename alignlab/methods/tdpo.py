@@ -17,7 +17,7 @@ import torch
 
 from alignlab.errors import ConfigError
 from alignlab.losses import TDPO_VARIANTS, shift_for_next_token, tdpo_loss, token_logps_and_kl
-from alignlab.methods.base import AlignmentModule, logits_of, preference_metrics
+from alignlab.methods.base import AlignmentModule, check_positive, logits_of, preference_metrics
 
 DEFAULT_ALPHA = 0.5  # the paper's TDPO2 default
 
@@ -28,8 +28,7 @@ class TDPO(AlignmentModule):
         super().__init__(policy, reference, **kwargs)
         if variant not in TDPO_VARIANTS:
             raise ConfigError(f"method.variant={variant!r} is not one of {list(TDPO_VARIANTS)}")
-        if beta <= 0:
-            raise ConfigError(f"method.beta={beta} must be > 0")
+        check_positive(beta=beta)
         if variant == "tdpo1" and alpha is not None:
             # a sweep over alpha on TDPO1 would silently train the same model every time
             raise ConfigError(f"method.alpha={alpha} has no effect with method.variant=tdpo1 (TDPO1 has no alpha); "
