@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from alignlab import models, strategies
 from alignlab.data.module import AlignmentDataModule, tokenize_rows
 from alignlab.data.pairs import generate_pairs, read_jsonl, write_jsonl
-from alignlab.data.rows import swap_preferences
+from alignlab.data.rows import as_sequences, swap_preferences
 from alignlab.errors import ConfigError
 from alignlab.eval.metrics import evaluate
 from alignlab.loggers import log_evaluation
@@ -122,17 +122,6 @@ def preference_rows(cfg: DictConfig, source, new_start_model, start_id: str, tok
                   "data": plain(cfg.data.source), "val_fraction": cfg.data.val_fraction, "seed": cfg.sft.seed}
         path = cached_stage(cfg.paths.cache_dir, "pairs", inputs, build)
         return {split: read_jsonl(path / f"{split}.jsonl") for split in ("train", "validation")}, str(path)
-
-
-def as_sequences(pairs: list[dict], responses: str = "chosen") -> list[dict]:
-    """Sequence rows from preference pairs: each distinct (prompt, chosen) once, and with responses='both' each
-    distinct rejected response too."""
-    if responses not in ("chosen", "both"):
-        raise ConfigError(f"method.responses={responses!r} is not one of ['both', 'chosen']")
-    keys = [(r["prompt"], r["chosen"]) for r in pairs]
-    if responses == "both":
-        keys += [(r["prompt"], r["rejected"]) for r in pairs]
-    return [{"prompt": p, "response": c} for p, c in dict.fromkeys(keys)]
 
 
 # ---- stage: frozen teachers (AlignDistil's DPO and reverse-DPO models) ----------------------------------------

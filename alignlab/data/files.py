@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from alignlab.data.chat import ChatRenderer, is_messages, pair_from_messages
-from alignlab.data.rows import ON_BAD_ROW, PREFERENCE_COLUMNS, row_problem
+from alignlab.data.rows import ON_BAD_ROW, PREFERENCE_COLUMNS, as_sequences, row_problem
 from alignlab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -239,8 +239,7 @@ class PreferenceFiles:
         """None by default: the pairs are used as given (SFT the model beforehand, or set sft=true)."""
         if not self.sft:
             return None
-        seen = dict.fromkeys((r["prompt"], r["chosen"]) for r in self._rendered("train"))
-        return [{"prompt": p, "response": c} for p, c in seen]
+        return as_sequences(self._rendered("train"))
 
     def preference_rows(self, split: str) -> list[dict]:
         return self._rendered("train" if split == "train" else "validation")
@@ -314,8 +313,7 @@ class SplitPairSource:
     def sft_rows(self) -> list[dict] | None:
         if not self.sft:
             return None
-        seen = dict.fromkeys((r["prompt"], r["chosen"]) for r in self.pairs("train"))
-        return [{"prompt": p, "response": c} for p, c in seen]
+        return as_sequences(self.pairs("train"))
 
     def preference_rows(self, split: str) -> list[dict]:
         return self.pairs("train" if split == "train" else "test")

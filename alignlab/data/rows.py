@@ -46,3 +46,14 @@ def check_preference_rows(rows: list[dict], where: str, on_bad_row: str = "error
 def swap_preferences(rows: list[dict]) -> list[dict]:
     """Reverse preferences: chosen and rejected exchanged (the 'reverse DPO' model is ordinary DPO on these)."""
     return [{**row, "chosen": row["rejected"], "rejected": row["chosen"]} for row in rows]
+
+
+def as_sequences(pairs: list[dict], responses: str = "chosen") -> list[dict]:
+    """Sequence rows from preference pairs: each distinct (prompt, chosen) once, and with responses='both' each
+    distinct rejected response too."""
+    if responses not in ("chosen", "both"):
+        raise ConfigError(f"method.responses={responses!r} is not one of ['both', 'chosen']")
+    keys = [(r["prompt"], r["chosen"]) for r in pairs]
+    if responses == "both":
+        keys += [(r["prompt"], r["rejected"]) for r in pairs]
+    return [{"prompt": p, "response": c} for p, c in dict.fromkeys(keys)]
