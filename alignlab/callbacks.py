@@ -5,7 +5,7 @@ import statistics
 
 import lightning as L
 
-from alignlab.eval.generation import sample_completions
+from alignlab.sampling import sample_completions
 
 
 class RewardDuringTraining(L.Callback):

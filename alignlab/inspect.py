@@ -271,7 +271,7 @@ def inspect_run(run_dir: str | Path, prompts: Sequence[str] | None = None, n_pro
                 chunk_size: int = DEFAULT_CHUNK, vmax: float | None = None) -> dict:
     """Sample, score and render. Returns {"signal", "png", "html", "json", "rows"} (rows as written to the JSON)."""
     from alignlab import models
-    from alignlab.eval.generation import sample_completions
+    from alignlab.sampling import sample_completions
     from alignlab.viz.tokens import SIGNALS, TokenRow, render_html, render_png
 
     run_dir = Path(run_dir)

@@ -8,7 +8,7 @@ import json
 import random
 from pathlib import Path
 
-from alignlab.eval.generation import sample_completions
+from alignlab.sampling import sample_completions
 
 
 def label_pairs(prompt: str, completions: list[str], rewards: list[float]) -> list[dict]:

@@ -13,7 +13,7 @@ import statistics
 import torch
 
 from alignlab.data.tokenize import PreferenceCollator, collate_sequences
-from alignlab.eval.generation import sample_completions
+from alignlab.sampling import sample_completions
 from alignlab.losses import sequence_logps, shift_for_next_token, token_entropy
 
 

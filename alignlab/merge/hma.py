@@ -192,7 +192,7 @@ def hma_ratios(s: torch.Tensor, alpha: float, eps: float = 0.2, bound: bool = Tr
 def select_high_reward_rows(samples: Sequence[dict], rewards: Sequence[float], top: int,
                             n_keep: int | None = None, seed: int = 0) -> list[dict]:
     """HMA's training data: the `top` highest-reward samples ({prompt, completion} rows from
-    alignlab.eval.generation.sample_completions), of which `n_keep` are drawn at random (paper: ~2000 of the top
+    alignlab.sampling.sample_completions), of which `n_keep` are drawn at random (paper: ~2000 of the top
     5000). Returns {prompt, response} rows for :func:`learn_block_ratios`."""
     if len(samples) != len(rewards):
         raise ValueError(f"{len(samples)} samples but {len(rewards)} rewards")
@@ -207,7 +207,7 @@ def sample_high_reward_rows(policy, tokenizer, reward, prompts: Sequence[str], t
                             num_return_sequences: int = 1, seed: int = 0) -> list[dict]:
     """Sample responses of the aligned policy for `prompts`, score them with the reward (an object with
     ``score(prompts, responses)``, as the reward group builds), and keep the best (:func:`select_high_reward_rows`)."""
-    from alignlab.eval.generation import sample_completions
+    from alignlab.sampling import sample_completions
 
     samples = sample_completions(policy, tokenizer, list(prompts), max_new_tokens, temperature=temperature,
                                  batch_size=batch_size, seed=seed, num_return_sequences=num_return_sequences,

@@ -14,7 +14,7 @@ import torch
 
 from alignlab.data.tokenize import IGNORE_INDEX, collate_sequences
 from alignlab.errors import ConfigError
-from alignlab.eval.generation import generate_from_ids
+from alignlab.sampling import generate_from_ids
 from alignlab.losses import TEACHERS, aligndistil_loss, shift_for_next_token
 from alignlab.methods.base import AlignmentModule, check_positive, logits_of
 

@@ -1,4 +1,4 @@
-"""Sampling completions for prompts (pair generation and evaluation share this)."""
+"""Sampling completions for prompts: pair generation, evaluation, on-policy training and HMA share this."""
 from __future__ import annotations
 
 import torch
