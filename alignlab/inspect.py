@@ -19,7 +19,7 @@ or ``--out``.
 
 The per-token functions below are pure (logits in, one value per position out) and walk over positions in chunks,
 so at most a few [chunk, V] float32 temporaries exist at once even for a 150k-token vocabulary; the models only
-project the response positions through their LM head (alignlab.methods.aligndistil.logits_at_positions).
+project the response positions through their LM head (alignlab.forward.logits_at_positions).
 """
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def token_alpha(dpo_logits: torch.Tensor, reverse_logits: torch.Tensor, r: float
 def response_logits(model, prompt_ids: Sequence[int], completion_ids: Sequence[int]) -> torch.Tensor:
     """[L, V] logits of `model` at the L positions that predict the completion's tokens (the one predicting
     completion_ids[0] is the prompt's last position). Only those positions go through the LM head."""
-    from alignlab.methods.aligndistil import logits_at_positions
+    from alignlab.forward import logits_at_positions
 
     if not prompt_ids:
         raise ValueError("prompt_ids is empty: a response needs at least one token before it")

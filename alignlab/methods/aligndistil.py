@@ -16,18 +16,10 @@ from alignlab.data.tokenize import IGNORE_INDEX, collate_sequences
 from alignlab.errors import ConfigError
 from alignlab.sampling import generate_from_ids
 from alignlab.losses import TEACHERS, aligndistil_loss, shift_for_next_token
-from alignlab.methods.base import AlignmentModule, check_positive, logits_of
+from alignlab.forward import logits_at_positions, logits_of
+from alignlab.methods.base import AlignmentModule, check_positive
 
 MODES = ("off_policy", "on_policy")
-
-
-@torch.no_grad()
-def logits_at_positions(model, batch: dict, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """[N, V] logits of `model` at the (row, col) positions of the shifted sequence: the backbone runs on the whole
-    batch, the vocabulary projection only where it is needed."""
-    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                              use_cache=False).last_hidden_state
-    return model.get_output_embeddings()(hidden[:, :-1][rows, cols])
 
 
 def packed_logps(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, batch_size: int,

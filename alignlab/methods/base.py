@@ -12,7 +12,7 @@ from transformers import get_scheduler
 
 from alignlab import strategies
 from alignlab.errors import ConfigError
-from alignlab.losses import sequence_logps, shift_for_next_token
+from alignlab.forward import response_logps
 
 SCHEDULERS = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
 
@@ -22,16 +22,6 @@ def check_positive(**values) -> None:
     for key, value in values.items():
         if not value > 0:
             raise ConfigError(f"method.{key}={value} must be > 0")
-
-
-def logits_of(model, batch: dict) -> torch.Tensor:
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-
-
-def summed_logps(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum_t m_t log model(y_t|s_t), |y|) per row of the batch."""
-    logits, labels = shift_for_next_token(logits_of(model, batch), batch["labels"])
-    return sequence_logps(logits, labels)
 
 
 class AlignmentModule(L.LightningModule):
@@ -64,7 +54,7 @@ class AlignmentModule(L.LightningModule):
     # ---- shared machinery ---------------------------------------------------------------------------------
     def reference_logps(self, batch: dict) -> torch.Tensor:
         with torch.no_grad():
-            return summed_logps(self.reference, batch)[0]
+            return response_logps(self.reference, batch)[0]
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from alignlab.errors import ConfigError
 from alignlab.losses import dpo_loss
-from alignlab.methods.base import AlignmentModule, check_positive, preference_metrics, summed_logps
+from alignlab.forward import response_logps
+from alignlab.methods.base import AlignmentModule, check_positive, preference_metrics
 
 
 class DPO(AlignmentModule):
@@ -17,7 +18,7 @@ class DPO(AlignmentModule):
     def loss_and_metrics(self, batch):
         b = batch["num_pairs"]
         ref = self.reference_logps(batch)          # first, so its logits are freed before the policy's exist
-        policy, _ = summed_logps(self.policy, batch)
+        policy, _ = response_logps(self.policy, batch)
         losses, chosen_rewards, rejected_rewards = dpo_loss(policy[:b], policy[b:], ref[:b], ref[b:], self.beta,
                                                             self.label_smoothing)
         return losses.mean(), preference_metrics(losses, chosen_rewards, rejected_rewards, policy[:b], policy[b:])

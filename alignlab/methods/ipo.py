@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from alignlab.errors import ConfigError
 from alignlab.losses import ipo_loss
-from alignlab.methods.base import AlignmentModule, check_positive, preference_metrics, summed_logps
+from alignlab.forward import response_logps
+from alignlab.methods.base import AlignmentModule, check_positive, preference_metrics
 
 
 class IPO(AlignmentModule):
@@ -21,7 +22,7 @@ class IPO(AlignmentModule):
     def loss_and_metrics(self, batch):
         b = batch["num_pairs"]
         ref = self.reference_logps(batch)          # first, so its logits are freed before the policy's exist
-        policy, n_tokens = summed_logps(self.policy, batch)
+        policy, n_tokens = response_logps(self.policy, batch)
         if self.length_normalize:
             n_tokens = n_tokens.clamp(min=1)
             policy_in, ref_in = policy / n_tokens, ref / n_tokens

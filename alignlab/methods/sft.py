@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from alignlab.errors import ConfigError
 from alignlab.losses import sft_loss
-from alignlab.methods.base import AlignmentModule, summed_logps
+from alignlab.forward import response_logps
+from alignlab.methods.base import AlignmentModule
 
 
 class SFT(AlignmentModule):
@@ -17,6 +18,6 @@ class SFT(AlignmentModule):
         self.average = average
 
     def loss_and_metrics(self, batch):
-        logps, n_tokens = summed_logps(self.policy, batch)
+        logps, n_tokens = response_logps(self.policy, batch)
         losses = sft_loss(logps, n_tokens, self.average)
         return losses.mean(), {"nll_per_token": -logps.detach().sum() / n_tokens.sum()}

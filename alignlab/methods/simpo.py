@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from alignlab.errors import ConfigError
 from alignlab.losses import simpo_loss
-from alignlab.methods.base import AlignmentModule, check_positive, preference_metrics, summed_logps
+from alignlab.forward import response_logps
+from alignlab.methods.base import AlignmentModule, check_positive, preference_metrics
 
 
 class SimPO(AlignmentModule):
@@ -28,7 +29,7 @@ class SimPO(AlignmentModule):
 
     def loss_and_metrics(self, batch):
         b = batch["num_pairs"]
-        policy, n_tokens = summed_logps(self.policy, batch)
+        policy, n_tokens = response_logps(self.policy, batch)
         n_tokens = n_tokens.clamp(min=1)
         losses, chosen_rewards, rejected_rewards = simpo_loss(policy[:b], policy[b:], n_tokens[:b], n_tokens[b:],
                                                               self.beta, self.gamma)

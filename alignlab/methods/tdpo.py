@@ -17,7 +17,8 @@ import torch
 
 from alignlab.errors import ConfigError
 from alignlab.losses import TDPO_VARIANTS, shift_for_next_token, tdpo_loss, token_logps_and_kl
-from alignlab.methods.base import AlignmentModule, check_positive, logits_of, preference_metrics
+from alignlab.forward import logits_of
+from alignlab.methods.base import AlignmentModule, check_positive, preference_metrics
 
 DEFAULT_ALPHA = 0.5  # the paper's TDPO2 default
 

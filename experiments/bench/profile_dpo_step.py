@@ -46,7 +46,8 @@ def main(argv=None) -> int:
 
     from alignlab.data.tokenize import PreferenceCollator
     from alignlab.losses import dpo_loss, sequence_logps, shift_for_next_token
-    from alignlab.methods.base import logits_of, preference_metrics
+    from alignlab.forward import logits_of
+    from alignlab.methods.base import preference_metrics
 
     device = torch.device(args.device)
     arch = bench.load_architecture(args.model, bench.parse_overrides(args.arch_override))
