@@ -9,8 +9,8 @@ from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForC
 from alignlab.errors import ConfigError
 from alignlab.merge import average, block_of, block_ranges, hma_ratios, learn_block_ratios, merge_checkpoints
 from alignlab.merge.average import merge_models, merge_state_dicts
-from alignlab.merge.hma import (block_ratio_function, check_block_ratios, layer_block, project_ratios,
-                                sample_high_reward_rows, select_high_reward_rows)
+from alignlab.merge.blocks import block_ratio_function, check_block_ratios, layer_block
+from alignlab.merge.hma import project_ratios, sample_high_reward_rows, select_high_reward_rows
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

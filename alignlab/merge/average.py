@@ -6,7 +6,9 @@ Convention: alpha is always the share of the ALIGNED model,
 
 so alpha = 1 is the aligned model and alpha = 0 the pre-alignment (SFT) model. Every merge here goes through one
 mechanism, :func:`merge_state_dicts` / :func:`merge_checkpoints` with a *per-tensor ratio function*
-``ratio_of(key) -> alpha_key``: plain averaging uses a constant, HMA (:mod:`alignlab.merge.hma`) a per-block one.
+``ratio_of(key) -> alpha_key`` (:mod:`alignlab.merge.blocks`): plain averaging uses a constant, HMA
+(:mod:`alignlab.merge.hma`) a per-block one. Checkpoints are streamed tensor by tensor
+(:mod:`alignlab.merge.safetensors_stream`).
 
 Rules shared by every entry point:
 
@@ -29,78 +31,33 @@ Rules shared by every entry point:
   state dict gives the same result whichever of the tied keys is copied last.
 
 Validation: alpha outside [0, 1] raises :class:`~alignlab.errors.ConfigError` naming ``merge.alpha``; different
-keys or shapes raise :class:`MergeMismatchError` naming the first offending tensor with both shapes.
+keys or shapes raise :class:`~alignlab.merge.checks.MergeMismatchError` naming the first offending tensor with both
+shapes (:mod:`alignlab.merge.checks`).
 """
 from __future__ import annotations
 
 import json
-import math
-import numbers
 import re
 import shutil
-import struct
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import torch
 
-from alignlab.errors import ConfigError, ModelLoadError, UserError
+from alignlab.errors import ConfigError, ModelLoadError
+from alignlab.merge.blocks import RatioFn, ratio_function
+from alignlab.merge.checks import check_alpha, check_compatible, check_scope, shape_of
+from alignlab.merge.safetensors_stream import (INDEX_NAME, SINGLE_NAME, CheckpointReader, StreamingSafetensorsWriter,
+                                               itemsize)
 
-__all__ = [
-    "SCOPES", "MergeMismatchError", "average", "check_alpha", "check_scope", "linear_keys", "linear_keys_by_rule",
-    "merge_checkpoints", "merge_models", "merge_state_dicts", "merge_tensor",
-]
+__all__ = ["EMBEDDING_MODULES", "average", "linear_keys", "linear_keys_by_rule", "merge_checkpoints", "merge_models",
+           "merge_state_dicts", "merge_tensor"]
 
-SCOPES = ("all", "linear")
 EMBEDDING_MODULES = ("embed_in", "embed_tokens", "wte", "wpe", "word_embeddings", "position_embeddings",
                      "token_type_embeddings", "embed_positions", "shared")
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".index.json")
-INDEX_NAME = "model.safetensors.index.json"
-SINGLE_NAME = "model.safetensors"
 MERGE_INFO_NAME = "merge_config.json"
-
-RatioFn = Callable[[str], float]
-
-
-class MergeMismatchError(UserError, ValueError):
-    """The two models to merge do not have the same tensors (names or shapes)."""
-
-
-# ---- validation --------------------------------------------------------------------------------------------------
-def check_alpha(alpha, key: str = "merge.alpha") -> float:
-    """alpha as a float in [0, 1] (the share of the aligned model), or a ConfigError naming `key`."""
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha) \
-            or not 0.0 <= alpha <= 1.0:
-        raise ConfigError(f"{key}={alpha!r} must be a number in [0, 1] (the share of the aligned model: "
-                          f"1 = aligned, 0 = pre-alignment)")
-    return float(alpha)
-
-
-def check_scope(scope: str) -> str:
-    if scope not in SCOPES:
-        raise ConfigError(f"merge.scope={scope!r} is not one of {list(SCOPES)}")
-    return scope
-
-
-def _shape(t) -> tuple[int, ...]:
-    return tuple(t.shape) if hasattr(t, "shape") else tuple(t)
-
-
-def check_compatible(pre_shapes: Mapping[str, tuple], aligned_shapes: Mapping[str, tuple],
-                     pre_name: str = "pre", aligned_name: str = "aligned") -> None:
-    """Same keys and shapes, or MergeMismatchError naming the first offending tensor (aligned order first)."""
-    for key, shape in aligned_shapes.items():
-        if key not in pre_shapes:
-            raise MergeMismatchError(f"cannot merge: tensor {key!r} (shape {list(_shape(shape))}) is in the "
-                                     f"{aligned_name} model but not in the {pre_name} model")
-        if _shape(pre_shapes[key]) != _shape(shape):
-            raise MergeMismatchError(f"cannot merge: tensor {key!r} has shape {list(_shape(pre_shapes[key]))} in the "
-                                     f"{pre_name} model but {list(_shape(shape))} in the {aligned_name} model")
-    for key, shape in pre_shapes.items():
-        if key not in aligned_shapes:
-            raise MergeMismatchError(f"cannot merge: tensor {key!r} (shape {list(_shape(shape))}) is in the "
-                                     f"{pre_name} model but not in the {aligned_name} model")
 
 
 # ---- which tensors are "linear" ----------------------------------------------------------------------------------
@@ -118,7 +75,7 @@ def linear_keys_by_rule(shapes: Mapping[str, tuple]) -> set[str]:
     out = set()
     for key, shape in shapes.items():
         module, leaf = _module_of(key)
-        if leaf == "weight" and len(_shape(shape)) == 2 and not _is_embedding_module(module):
+        if leaf == "weight" and len(shape_of(shape)) == 2 and not _is_embedding_module(module):
             out.add(key)
             bias = f"{module}.bias" if module else "bias"
             if bias in shapes:
@@ -225,7 +182,7 @@ def merge_models(pre_model: torch.nn.Module, aligned_model: torch.nn.Module, alp
     """In memory: load the merge of the two models' weights into ``aligned_model`` (modified in place and
     returned). ``block_ratios`` switches to HMA's per-block ratios (then alpha, if given, must be their mean);
     scope="linear" decides by module type."""
-    ratio_of = _ratio_function(alpha, block_ratios, aligned_model.config.num_hidden_layers)
+    ratio_of = ratio_function(alpha, block_ratios, aligned_model.config.num_hidden_layers)
     keys = linear_keys(aligned_model) if scope == "linear" else None
     with torch.no_grad():
         merged = merge_state_dicts(pre_model.state_dict(), aligned_model.state_dict(), ratio_of, scope, keys)
@@ -233,69 +190,10 @@ def merge_models(pre_model: torch.nn.Module, aligned_model: torch.nn.Module, alp
     return aligned_model
 
 
-def _ratio_function(alpha: float | None, block_ratios, num_layers: int | None) -> RatioFn:
-    if block_ratios is None:
-        if alpha is None:
-            raise ConfigError("merge.alpha is required (the share of the aligned model, in [0, 1])")
-        alpha = check_alpha(alpha)
-        return lambda key: alpha
-    from alignlab.merge.hma import block_ratio_function  # hma builds on this module
-
-    if num_layers is None:
-        raise ConfigError("HMA block ratios need the number of transformer layers")
-    return block_ratio_function(block_ratios, num_layers, alpha)
-
-
 # ---- streaming over safetensors checkpoints -----------------------------------------------------------------------
-_ST_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-              torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-              torch.bool: "BOOL"}
-for _name, _code in (("float8_e4m3fn", "F8_E4M3"), ("float8_e5m2", "F8_E5M2"), ("uint16", "U16"),
-                     ("uint32", "U32"), ("uint64", "U64")):
-    if hasattr(torch, _name):
-        _ST_DTYPES[getattr(torch, _name)] = _code
-del _name, _code
-
 # keys that old checkpoints store but current transformers does not (non-persistent buffers): ignored on the pre side
 _IGNORED_PRE_ONLY = re.compile(r"(\.attn\.(masked_)?bias|\.attention\.(masked_)?bias|rotary_emb\.inv_freq)$")
 _BASE_PREFIXES = ("transformer.", "gpt_neox.", "model.")
-
-
-class _Checkpoint:
-    """Read side of a safetensors checkpoint directory (single file or sharded with an index)."""
-
-    def __init__(self, directory: Path, stack: ExitStack, role: str):
-        from safetensors import safe_open
-
-        self.directory, self.role = directory, role
-        index = directory / INDEX_NAME
-        if index.is_file():
-            self.index = json.loads(index.read_text())
-            files = list(dict.fromkeys(self.index["weight_map"].values()))
-        elif (directory / SINGLE_NAME).is_file():
-            self.index, files = None, [SINGLE_NAME]
-        else:
-            raise ModelLoadError(f"{role} checkpoint {str(directory)!r} has neither {SINGLE_NAME} nor {INDEX_NAME}: "
-                                 f"merging streams safetensors files (re-save the model with save_pretrained)")
-        self.files = files
-        self.handles = {f: stack.enter_context(safe_open(str(directory / f), framework="pt", device="cpu"))
-                        for f in files}
-        self.file_of: dict[str, str] = {}
-        self.info: dict[str, tuple[str, tuple[int, ...]]] = {}  # key -> (dtype code, shape)
-        for f, h in self.handles.items():
-            for key in h.keys():
-                sl = h.get_slice(key)
-                self.file_of[key] = f
-                self.info[key] = (sl.get_dtype(), tuple(sl.get_shape()))
-
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        return {k: v[1] for k, v in self.info.items()}
-
-    def metadata(self, f: str) -> dict:
-        return dict(self.handles[f].metadata() or {})
-
-    def tensor(self, key: str) -> torch.Tensor:
-        return self.handles[self.file_of[key]].get_tensor(key)
 
 
 def _pre_name_for(key: str, pre_keys: set[str]) -> str | None:
@@ -311,49 +209,6 @@ def _pre_name_for(key: str, pre_keys: set[str]) -> str | None:
             candidates.append(key[len(prefix):])
         candidates.append(prefix + key)
     return next((c for c in candidates if c in pre_keys), None)
-
-
-class _StreamingSafetensorsWriter:
-    """Writes one safetensors file tensor by tensor: the header is computed from the planned (dtype, shape) of
-    every tensor, then each tensor's bytes are appended as it is produced (nothing else is held in memory)."""
-
-    def __init__(self, path: Path, plan: list[tuple[str, str, tuple[int, ...], int]], metadata: dict):
-        header, offset = {}, 0
-        if metadata:
-            header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-        for key, code, shape, itemsize in plan:
-            nbytes = itemsize * math.prod(shape)
-            header[key] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
-            offset += nbytes
-        raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-        raw += b" " * (-len(raw) % 8)
-        self.expected = [(k, header[k]["data_offsets"][1] - header[k]["data_offsets"][0], c) for k, c, _, _ in plan]
-        self.position, self.total = 0, offset
-        self.path = path
-        self.file = open(path, "wb")
-        self.file.write(struct.pack("<Q", len(raw)))
-        self.file.write(raw)
-
-    def write(self, key: str, tensor: torch.Tensor) -> None:
-        want_key, nbytes, code = self.expected[self.position]
-        if key != want_key or _ST_DTYPES.get(tensor.dtype) != code or tensor.numel() * tensor.element_size() != nbytes:
-            raise RuntimeError(f"internal error writing {self.path}: got {key!r} ({tensor.dtype}), expected "
-                               f"{want_key!r} ({code}, {nbytes} bytes)")
-        data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
-        self.file.write(data.numpy().data)
-        self.position += 1
-
-    def close(self) -> None:
-        self.file.close()
-        if self.position != len(self.expected):
-            raise RuntimeError(f"internal error: {self.path} got {self.position} of {len(self.expected)} tensors")
-
-
-def _itemsize(code: str) -> int:
-    for dtype, c in _ST_DTYPES.items():
-        if c == code:
-            return torch.empty((), dtype=dtype).element_size()
-    raise MergeMismatchError(f"unsupported safetensors dtype {code!r}")
 
 
 def _local_dir(name_or_path, key: str) -> Path:
@@ -405,14 +260,14 @@ def merge_checkpoints(pre_dir, aligned_dir, out_dir, alpha: float | None = None,
             from transformers import AutoConfig
 
             num_layers = AutoConfig.from_pretrained(str(aligned_path)).num_hidden_layers
-        ratio_of = _ratio_function(alpha, block_ratios, num_layers)
+        ratio_of = ratio_function(alpha, block_ratios, num_layers)
     elif alpha is not None:
         check_alpha(alpha)
 
     out_path.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
-        pre = _Checkpoint(pre_path, stack, "pre")
-        aligned = _Checkpoint(aligned_path, stack, "aligned")
+        pre = CheckpointReader(pre_path, stack, "pre")
+        aligned = CheckpointReader(aligned_path, stack, "aligned")
         pre_keys = set(pre.info)
         name_in_pre = {k: _pre_name_for(k, pre_keys) for k in aligned.info}
         renamed_pre = {}
@@ -431,9 +286,9 @@ def merge_checkpoints(pre_dir, aligned_dir, out_dir, alpha: float | None = None,
         total = 0
         for f in aligned.files:
             keys = [k for k in aligned.handles[f].keys()]
-            plan = [(k, aligned.info[k][0], aligned.info[k][1], _itemsize(aligned.info[k][0])) for k in keys]
+            plan = [(k, aligned.info[k][0], aligned.info[k][1], itemsize(aligned.info[k][0])) for k in keys]
             metadata = {"format": "pt", **aligned.metadata(f)}
-            writer = _StreamingSafetensorsWriter(out_path / f, plan, metadata)
+            writer = StreamingSafetensorsWriter(out_path / f, plan, metadata)
             try:
                 for key in keys:
                     a = aligned.tensor(key)

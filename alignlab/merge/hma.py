@@ -1,14 +1,10 @@
-"""Heterogeneous Model Averaging (HMA; Lin et al., EMNLP 2024; METHODS.md section 4).
+"""Heterogeneous Model Averaging (HMA; Lin et al., EMNLP 2024; METHODS.md section 4): learning the block ratios.
 
-The transformer layers are split into K contiguous blocks, each merged with its own ratio alpha_k (the share of
-the ALIGNED model, as everywhere in alignlab). Embeddings take block 1's ratio; the final norm and the LM head take
-the mean ratio alpha. The merge itself is :func:`alignlab.merge.average.merge_state_dicts` /
-:func:`~alignlab.merge.average.merge_checkpoints` with the per-tensor ratio function of
-:func:`block_ratio_function`: one mechanism for plain averaging and HMA.
-
-Blocks ("as even as possible", METHODS' example 26 layers, K=3 -> 1-8, 9-17, 18-26): with q, r = divmod(L, K),
-the first K - r blocks hold q consecutive layers and the last r blocks q + 1, so the sizes differ by at most one
-and the larger blocks come last (26 = 8 + 9 + 9).
+The transformer layers are split into K contiguous blocks (:mod:`alignlab.merge.blocks`), each merged with its own
+ratio alpha_k (the share of the ALIGNED model, as everywhere in alignlab). The merge itself is
+:func:`alignlab.merge.average.merge_state_dicts` / :func:`~alignlab.merge.average.merge_checkpoints` with the
+per-tensor ratio function of :func:`~alignlab.merge.blocks.block_ratio_function`: one mechanism for plain
+averaging and HMA. This module learns the ratios.
 
 Learned ratios (:func:`learn_block_ratios`): alpha_k = alpha*K*(sigmoid(s_k)+eps) / sum_j (sigmoid(s_j)+eps), with
 the mean pinned to alpha. **Decision (not in METHODS):** this parameterisation can give alpha_k > 1 when alpha is
@@ -22,134 +18,22 @@ training too (it is piecewise linear; its gradient is exact almost everywhere), 
 """
 from __future__ import annotations
 
-import bisect
 import math
 import random
-import re
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
 from alignlab.errors import ConfigError
-from alignlab.merge.average import check_alpha, check_compatible, check_scope, linear_keys
+from alignlab.merge.average import linear_keys
+from alignlab.merge.blocks import block_of, check_num_blocks
+from alignlab.merge.checks import check_alpha, check_compatible, check_scope
 
-__all__ = [
-    "ARCHITECTURES", "block_of", "block_ranges", "block_ratio_function", "check_block_ratios", "hma_ratios",
-    "layer_block", "learn_block_ratios", "project_ratios", "sample_high_reward_rows", "select_high_reward_rows",
-]
-
-# name patterns per architecture family, matched at the start of a key or after a "." (a wrapper's prefix)
-ARCHITECTURES = {
-    "gpt_neox": {"layers": r"gpt_neox\.layers\.(\d+)\.", "embeddings": (r"gpt_neox\.embed_in\.",),
-                 "final": (r"gpt_neox\.final_layer_norm\.", r"embed_out\.", r"lm_head\.")},
-    "gpt2": {"layers": r"transformer\.h\.(\d+)\.", "embeddings": (r"transformer\.wte\.", r"transformer\.wpe\."),
-             "final": (r"transformer\.ln_f\.", r"lm_head\.")},
-    "llama": {"layers": r"model\.layers\.(\d+)\.", "embeddings": (r"model\.embed_tokens\.",),
-              "final": (r"model\.norm\.", r"lm_head\.")},
-}
-_ANCHOR = r"(?:^|\.)"
-_LAYER_RES = [re.compile(_ANCHOR + a["layers"]) for a in ARCHITECTURES.values()]
-_EMBED_RES = [re.compile(_ANCHOR + p) for a in ARCHITECTURES.values() for p in a["embeddings"]]
-_FINAL_RES = [re.compile(_ANCHOR + p) for a in ARCHITECTURES.values() for p in a["final"]]
-_SUPPORTED = ("GPTNeoX (gpt_neox.layers.{i}., gpt_neox.embed_in, gpt_neox.final_layer_norm, embed_out/lm_head), "
-              "GPT-2 (transformer.h.{i}., transformer.wte/wpe, transformer.ln_f, lm_head), "
-              "Llama-style (model.layers.{i}., model.embed_tokens, model.norm, lm_head)")
-
-
-def _check_blocks(num_layers: int, num_blocks: int) -> None:
-    if isinstance(num_blocks, bool) or not isinstance(num_blocks, int) or num_blocks < 1:
-        raise ConfigError(f"merge.num_blocks={num_blocks!r} must be a positive integer")
-    if num_blocks > num_layers:
-        raise ConfigError(f"merge.num_blocks={num_blocks} exceeds the model's {num_layers} layers: a block would be "
-                          f"empty")
-
-
-def _block_starts(num_layers: int, num_blocks: int) -> list[int]:
-    """0-based first layer of each block, plus num_layers: K-r blocks of q layers then r blocks of q+1
-    (q, r = divmod(L, K)), so the sizes differ by at most one and the larger blocks come last."""
-    _check_blocks(num_layers, num_blocks)
-    q, r = divmod(num_layers, num_blocks)
-    starts = [0]
-    for k in range(num_blocks):
-        starts.append(starts[-1] + q + (1 if k >= num_blocks - r else 0))
-    return starts
-
-
-def layer_block(layer: int, num_layers: int, num_blocks: int) -> int:
-    """0-based block of the 0-based layer (contiguous, as even as possible, larger blocks last)."""
-    if not 0 <= layer < num_layers:
-        raise ValueError(f"layer {layer} is outside the model's {num_layers} layers")
-    return bisect.bisect_right(_block_starts(num_layers, num_blocks), layer) - 1
-
-
-def block_ranges(num_layers: int, num_blocks: int) -> list[tuple[int, int]]:
-    """Each block's first and last layer, 1-based inclusive (26 layers, K=3 -> [(1, 8), (9, 17), (18, 26)])."""
-    b = _block_starts(num_layers, num_blocks)
-    return [(b[k] + 1, b[k + 1]) for k in range(num_blocks)]
-
-
-def block_of(key: str, num_layers: int, num_blocks: int) -> int | None:
-    """The 0-based block whose ratio tensor `key` takes; None for the final norm and LM head (mean ratio alpha).
-
-    Transformer layer i -> its block; embeddings -> block 0. Raises ValueError for a key of no supported
-    architecture (naming the key and the supported ones)."""
-    for regex in _LAYER_RES:
-        m = regex.search(key)
-        if m:
-            layer = int(m.group(1))
-            if layer >= num_layers:
-                raise ValueError(f"HMA: tensor {key!r} belongs to layer {layer} but the model has {num_layers} layers")
-            return layer_block(layer, num_layers, num_blocks)
-    if any(r.search(key) for r in _EMBED_RES):
-        _check_blocks(num_layers, num_blocks)
-        return 0
-    if any(r.search(key) for r in _FINAL_RES):
-        return None
-    raise ValueError(f"HMA cannot place tensor {key!r} in a block: it matches none of the supported architectures: "
-                     f"{_SUPPORTED}")
+__all__ = ["check_eps", "check_learning", "hma_ratios", "learn_block_ratios", "project_ratios",
+           "sample_high_reward_rows", "select_high_reward_rows"]
 
 
 # ---- ratios --------------------------------------------------------------------------------------------------------
-def check_block_ratios(block_ratios: Sequence[float], num_blocks: int | None = None,
-                       alpha: float | None = None) -> list[float]:
-    """Given ratios as floats, or a ConfigError naming merge.block_ratios: K of them (when K is given), each in
-    [0, 1], and mean equal to merge.alpha when alpha is given (the mean ratio is alpha by definition)."""
-    try:
-        ratios = [float(r) for r in block_ratios]
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"merge.block_ratios={block_ratios!r} must be a list of numbers in [0, 1]") from err
-    if not ratios:
-        raise ConfigError("merge.block_ratios is empty: give one ratio per block, e.g. [0.2, 0.4, 0.6]")
-    if num_blocks is not None and len(ratios) != num_blocks:
-        raise ConfigError(f"merge.block_ratios has {len(ratios)} ratios but merge.num_blocks={num_blocks}: give one "
-                          f"ratio per block")
-    for k, r in enumerate(ratios):
-        if not (math.isfinite(r) and 0.0 <= r <= 1.0):
-            raise ConfigError(f"merge.block_ratios[{k}]={r} must be in [0, 1] (the share of the aligned model)")
-    if alpha is not None:
-        alpha = check_alpha(alpha)
-        mean = sum(ratios) / len(ratios)
-        if abs(mean - alpha) > 1e-6:
-            raise ConfigError(f"merge.block_ratios={ratios} have mean {mean:.6g} but merge.alpha={alpha}: the mean "
-                              f"ratio is alpha (it merges the final norm and the LM head); set merge.alpha={mean:.6g} "
-                              f"or merge.alpha=null")
-    return ratios
-
-
-def block_ratio_function(block_ratios: Sequence[float], num_layers: int,
-                         alpha: float | None = None) -> Callable[[str], float]:
-    """key -> ratio: its block's ratio, block 1's for embeddings, alpha (default: the mean) for norm and head."""
-    ratios = check_block_ratios(block_ratios, alpha=alpha)
-    head = float(alpha) if alpha is not None else sum(ratios) / len(ratios)
-    _check_blocks(num_layers, len(ratios))
-
-    def ratio_of(key: str) -> float:
-        block = block_of(key, num_layers, len(ratios))
-        return head if block is None else ratios[block]
-
-    return ratio_of
-
-
 def project_ratios(ratios: torch.Tensor, alpha: float) -> torch.Tensor:
     """Euclidean projection onto {a in [0,1]^K : mean(a) = alpha}, differentiable almost everywhere.
 
@@ -217,6 +101,19 @@ def sample_high_reward_rows(policy, tokenizer, reward, prompts: Sequence[str], t
 
 
 # ---- learning the ratios -------------------------------------------------------------------------------------------
+def check_eps(eps: float) -> float:
+    if not 0.0 <= eps <= 0.9:
+        raise ConfigError(f"merge.eps={eps} must be in [0, 0.9] (METHODS section 4)")
+    return eps
+
+
+def check_learning(eps: float, lr: float, batch_size: int, epochs: int) -> None:
+    """The settings of :func:`learn_block_ratios`, or a ConfigError naming the merge.* key."""
+    check_eps(eps)
+    if lr <= 0 or batch_size < 1 or epochs < 1:
+        raise ConfigError(f"merge.lr={lr}, merge.batch_size={batch_size}, merge.epochs={epochs} must be positive")
+
+
 def _batches(rows: list[dict], batch_size: int, epochs: int, seed: int):
     rng = random.Random(seed)
     for _ in range(epochs):
@@ -235,7 +132,8 @@ def learn_block_ratios(pre_model, aligned_model, tokenizer, rows: Sequence[dict]
 
     Both weight sets stay frozen; each step the merged parameters are computed from the K logits s
     (``ratio*aligned + (1-ratio)*pre`` per tensor, the ratio of the tensor's block) and the aligned model's
-    architecture is run on them with ``torch.func.functional_call``. The objective is the mean log-likelihood of the
+    architecture is run on them with ``torch.func.functional_call`` (scored by
+    :func:`alignlab.forward.response_logps`). The objective is the mean log-likelihood of the
     response tokens (prompt and padding masked; EOS appended to each response, as in SFT), maximised with AdamW
     (no weight decay on s), a cosine schedule with ``warmup_ratio`` warm-up, for ``epochs`` passes over ``rows``
     ({prompt, response} dicts). s starts at 0 (all ratios alpha). METHODS' lr is 2e-5; a tiny model needs a much
@@ -246,16 +144,13 @@ def learn_block_ratios(pre_model, aligned_model, tokenizer, rows: Sequence[dict]
     from transformers import get_scheduler
 
     from alignlab.data.tokenize import TruncationStats, collate_sequences, tokenize_text
-    from alignlab.losses import sequence_logps, shift_for_next_token
+    from alignlab.forward import response_logps, to_device
 
     alpha = check_alpha(alpha)
     check_scope(scope)
-    if not 0.0 <= eps <= 0.9:
-        raise ConfigError(f"merge.eps={eps} must be in [0, 0.9] (METHODS section 4)")
-    if lr <= 0 or batch_size < 1 or epochs < 1:
-        raise ConfigError(f"merge.lr={lr}, merge.batch_size={batch_size}, merge.epochs={epochs} must be positive")
+    check_learning(eps, lr, batch_size, epochs)
     num_layers = aligned_model.config.num_hidden_layers
-    _check_blocks(num_layers, num_blocks)
+    check_num_blocks(num_blocks, num_layers)
 
     aligned_params = dict(aligned_model.named_parameters())  # tied weights appear once (their first name)
     pre_params = dict(pre_model.named_parameters())
@@ -288,18 +183,18 @@ def learn_block_ratios(pre_model, aligned_model, tokenizer, rows: Sequence[dict]
         for step, chunk in enumerate(_batches(examples, batch_size, epochs, seed)):
             batch = collate_sequences([e["prompt_ids"] for e in chunk], [e["response_ids"] for e in chunk],
                                       tokenizer.pad_token_id)
-            batch = {k: v.to(device) for k, v in batch.items()}
+            batch = to_device(batch, device)
             ratios = hma_ratios(s, alpha, eps, bound)
             per_slot = torch.cat([ratios, ratios.new_tensor([alpha])])
             params = {}
             for name in merged_names:
                 r = per_slot[slot[name]].to(aligned_params[name].dtype)
                 params[name] = r * aligned_params[name] + (1 - r) * pre_params[name].to(aligned_params[name].device)
-            logits = functional_call(aligned_model, params, args=(),
-                                     kwargs={"input_ids": batch["input_ids"],
-                                             "attention_mask": batch["attention_mask"], "use_cache": False},
-                                     strict=False).logits
-            logps, n_tokens = sequence_logps(*shift_for_next_token(logits, batch["labels"]))
+
+            def merged_model(**inputs):  # the aligned architecture on the merged weights
+                return functional_call(aligned_model, params, args=(), kwargs=inputs, strict=False)
+
+            logps, n_tokens = response_logps(merged_model, batch)
             loss = -logps.sum() / n_tokens.sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

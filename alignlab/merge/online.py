@@ -46,8 +46,8 @@ import torch
 
 from alignlab.errors import ConfigError
 
-__all__ = ["ONLINE_MERGERS", "OnDARE", "OnTIES", "OnlineMergingAdamW", "build_online_optimizer", "check_strategy",
-           "dare_merge", "task_vectors", "ties_merge", "top_p_mask"]
+__all__ = ["SIGN_ELECTIONS", "OnDARE", "OnTIES", "OnlineMergingAdamW", "build_online_optimizer", "check_merge_hparams",
+           "check_sign_election", "check_strategy", "dare_merge", "task_vectors", "ties_merge", "top_p_mask"]
 
 
 # ---- task vectors --------------------------------------------------------------------------------------------------
@@ -106,6 +106,15 @@ def dare_merge(delta: torch.Tensor, tau: torch.Tensor, p: float, a: float, resca
     return kept_delta.mul(1.0 - a).add_(kept_tau, alpha=a)
 
 
+SIGN_ELECTIONS = ("weighted", "unweighted")
+
+
+def check_sign_election(sign_election: str) -> str:
+    if sign_election not in SIGN_ELECTIONS:
+        raise ConfigError(f"merge.sign_election={sign_election!r} is not one of {list(SIGN_ELECTIONS)}")
+    return sign_election
+
+
 def ties_merge(delta: torch.Tensor, tau: torch.Tensor, p: float, a: float, rescale: bool = False,
                tau_trimmed: bool = False, sign_election: str = "weighted") -> torch.Tensor:
     """TIES consensus of A = (1-a) T_p(delta) and B = a T_p(tau): keep the entries whose sign equals the sign of
@@ -114,16 +123,21 @@ def ties_merge(delta: torch.Tensor, tau: torch.Tensor, p: float, a: float, resca
     td = _keep(delta, None if p >= 1 else top_p_mask(delta, p), p, rescale)
     tt = tau if tau_trimmed else _keep(tau, None if p >= 1 else top_p_mask(tau, p), p, rescale)
     A, B = td * (1.0 - a), tt * a
-    if sign_election == "weighted":
-        elected = torch.sign(A + B)
-    elif sign_election == "unweighted":
-        elected = torch.sign(td + tt)
-    else:
-        raise ConfigError(f"merge.sign_election={sign_election!r} is not one of ['weighted', 'unweighted']")
+    elected = torch.sign(A + B) if check_sign_election(sign_election) == "weighted" else torch.sign(td + tt)
     return A * (torch.sign(A) == elected) + B * (torch.sign(B) == elected)
 
 
 # ---- the optimizers ------------------------------------------------------------------------------------------------
+def check_merge_hparams(p, a, step_k) -> None:
+    """The merging hyperparameters (merge.p, merge.a, merge.step_k), or a ConfigError naming the key."""
+    if not 0.0 < p <= 1.0:
+        raise ConfigError(f"merge.p={p} must be in (0, 1] (the keep probability / kept top fraction)")
+    if not 0.0 <= a <= 1.0:
+        raise ConfigError(f"merge.a={a} must be in [0, 1] (the weight of the task vector)")
+    if isinstance(step_k, bool) or not isinstance(step_k, int) or step_k < 1:
+        raise ConfigError(f"merge.step_k={step_k!r} must be a positive integer")
+
+
 def _check_hparams(lr, betas, eps, weight_decay, p, a, step_k) -> None:
     if not lr >= 0:
         raise ConfigError(f"learning rate {lr} must be >= 0")
@@ -133,12 +147,7 @@ def _check_hparams(lr, betas, eps, weight_decay, p, a, step_k) -> None:
         raise ConfigError(f"eps {eps} must be >= 0")
     if not weight_decay >= 0:
         raise ConfigError(f"weight_decay {weight_decay} must be >= 0")
-    if not 0.0 < p <= 1.0:
-        raise ConfigError(f"merge.p={p} must be in (0, 1] (the keep probability / kept top fraction)")
-    if not 0.0 <= a <= 1.0:
-        raise ConfigError(f"merge.a={a} must be in [0, 1] (the weight of the task vector)")
-    if isinstance(step_k, bool) or not isinstance(step_k, int) or step_k < 1:
-        raise ConfigError(f"merge.step_k={step_k!r} must be a positive integer")
+    check_merge_hparams(p, a, step_k)
 
 
 class OnlineMergingAdamW(torch.optim.Optimizer):
@@ -283,9 +292,7 @@ class OnTIES(OnlineMergingAdamW):
     def __init__(self, params, base_params=None, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.01, p: float = 0.01, a: float = 1e-7, rescale: bool = False,
                  step_k: int = 1, seed: int = 0, task_vectors=None, sign_election: str = "weighted"):
-        if sign_election not in ("weighted", "unweighted"):
-            raise ConfigError(f"merge.sign_election={sign_election!r} is not one of ['weighted', 'unweighted']")
-        self.sign_election = sign_election
+        self.sign_election = check_sign_election(sign_election)
         super().__init__(params, base_params, lr, betas, eps, weight_decay, p, a, rescale, step_k, seed,
                          task_vectors=task_vectors)
 
@@ -303,9 +310,6 @@ class OnTIES(OnlineMergingAdamW):
                 raise RuntimeError(f"OnTIES: merge.p changed from {done} to {p} after tau was trimmed")
         return ties_merge(delta, state["tau"], p, group["a"], group["rescale"], tau_trimmed=True,
                           sign_election=self.sign_election)
-
-
-ONLINE_MERGERS = {"ondare": OnDARE, "onties": OnTIES}
 
 
 # ---- integration helpers -------------------------------------------------------------------------------------------
@@ -326,22 +330,22 @@ def check_strategy(strategy) -> None:
                           f"sees. Use a single-device or DDP trainer, or a post-hoc merge (merge=average / hma)")
 
 
-def build_online_optimizer(kind: str, named_groups: Sequence[dict], base_state_dict: Mapping[str, torch.Tensor],
-                           lr: float, betas=(0.9, 0.999), eps: float = 1e-8, p: float = 0.01, a: float = 1e-7,
-                           rescale: bool = False, step_k: int = 1, seed: int = 0,
-                           sign_election: str = "weighted") -> OnlineMergingAdamW:
-    """The optimizer for merge=ondare / merge=onties.
+def build_online_optimizer(optimizer_class: type[OnlineMergingAdamW], named_groups: Sequence[dict],
+                           base_state_dict: Mapping[str, torch.Tensor], lr: float, betas=(0.9, 0.999),
+                           eps: float = 1e-8, **merge_hparams) -> OnlineMergingAdamW:
+    """An online merging optimizer (``optimizer_class``: :class:`OnDARE`, :class:`OnTIES`, or another
+    :class:`OnlineMergingAdamW`) for named parameter groups.
 
     named_groups: ``[{"params": [(name, param), ...], "weight_decay": wd}, ...]`` with the policy's
     ``named_parameters()`` names; base_state_dict: the base model's ``state_dict()`` (tau is computed now and
-    the caller can drop the base afterwards)."""
-    if kind not in ONLINE_MERGERS:
-        raise ConfigError(f"merge.name={kind!r} is not an online merging optimizer ({sorted(ONLINE_MERGERS)})")
+    the caller can drop the base afterwards); merge_hparams: ``p``, ``a``, ``rescale``, ``step_k``, ``seed`` and
+    whatever else the class takes (OnTIES: ``sign_election``)."""
+    if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, OnlineMergingAdamW)):
+        raise TypeError(f"{optimizer_class!r} is not an online merging optimizer (a subclass of OnlineMergingAdamW "
+                        f"such as OnDARE or OnTIES)")
     groups, taus = [], []
     for g in named_groups:
         named = list(g["params"])
         taus += task_vectors(named, base_state_dict)
         groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": [q for _, q in named]})
-    extra = {"sign_election": sign_election} if kind == "onties" else {}
-    return ONLINE_MERGERS[kind](groups, lr=lr, betas=tuple(betas), eps=eps, p=p, a=a, rescale=rescale,
-                                step_k=step_k, seed=seed, task_vectors=taus, **extra)
+    return optimizer_class(groups, lr=lr, betas=tuple(betas), eps=eps, task_vectors=taus, **merge_hparams)
