@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import random
+from abc import abstractmethod
 from pathlib import Path
 from typing import Callable
 
 from alignlab.data.chat import ChatRenderer, is_messages, pair_from_messages
 from alignlab.data.rows import ON_BAD_ROW, PREFERENCE_COLUMNS, as_sequences, row_problem
+from alignlab.data.source import DataSource, distinct_prompts, first_chosen
 from alignlab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -144,7 +146,7 @@ def seeded_subset(items: list, n: int | None, seed, what: str) -> list:
 
 
 # ---- the source ------------------------------------------------------------------------------------------------
-class PreferenceFiles:
+class PreferenceFiles(DataSource):
     """Pairs of {prompt, chosen, rejected}. With no validation file, a seeded share of train is held out (whole
     prompts). Message-list rows are rendered with the bound tokenizer's chat template (`bind_tokenizer`), or
     the plain template when none is bound or it has none (`template`: auto | plain | tokenizer).
@@ -246,19 +248,14 @@ class PreferenceFiles:
 
     def prompts(self, split: str, tokenizer=None) -> list[str]:
         self._bind_if_unbound(tokenizer)
-        rows = self.preference_rows(split)
-        unique = list(dict.fromkeys(r["prompt"] for r in rows))
-        return unique[: self.eval_prompts]
+        return distinct_prompts(self.preference_rows(split))[: self.eval_prompts]
 
     def chosen_responses(self, split: str = "test") -> dict[str, str]:
         """prompt -> its (first) chosen response, for the win rate against the dataset (alignlab.eval.winrate)."""
-        out: dict[str, str] = {}
-        for r in self.preference_rows(split):
-            out.setdefault(r["prompt"], r["chosen"])
-        return out
+        return first_chosen(self.preference_rows(split))
 
 
-class SplitPairSource:
+class SplitPairSource(DataSource):
     """Base of the hub preference sources (hh_rlhf, ultrafeedback): pairs from a train split and a test split.
     preference_rows('train') is the train split, any other split name the test split (validation during
     training, preference accuracy in eval); prompts(split) are the split's distinct prompts in a seeded order
@@ -299,8 +296,9 @@ class SplitPairSource:
             self._raw[split] = ds.select_columns(keep).to_list()
         return self._raw[split]
 
+    @abstractmethod
     def convert(self, row: dict) -> dict:
-        raise NotImplementedError
+        """{prompt, chosen, rejected, ...} of a stored row; ValueError for a bad row."""
 
     def pairs(self, split: str) -> list[dict]:
         if split not in self._rows:
@@ -319,13 +317,10 @@ class SplitPairSource:
         return self.pairs("train" if split == "train" else "test")
 
     def prompts(self, split: str, tokenizer=None) -> list[str]:
-        unique = list(dict.fromkeys(r["prompt"] for r in self.preference_rows(split)))
+        unique = distinct_prompts(self.preference_rows(split))
         random.Random(f"{self.seed}-{split}-prompts").shuffle(unique)
         return unique[: self.n_eval_prompts]
 
     def chosen_responses(self, split: str = "test") -> dict[str, str]:
         """prompt -> its (first) chosen response, for the win rate against the dataset (alignlab.eval.winrate)."""
-        out: dict[str, str] = {}
-        for r in self.preference_rows(split):
-            out.setdefault(r["prompt"], r["chosen"])
-        return out
+        return first_chosen(self.preference_rows(split))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 from alignlab.data.files import load_split, seeded_subset
-from alignlab.data.mini_imdb import PrefixPromptSource
+from alignlab.data.prefix_prompts import PrefixPromptSource
 
 BR_TAG = re.compile(r"<\s*br\s*/?\s*>", re.IGNORECASE)
 SPACES = re.compile(r"[ \t]{2,}")

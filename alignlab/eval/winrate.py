@@ -35,9 +35,12 @@ def winrate_vs_chosen(reward, samples: Sequence[Mapping], chosen: Mapping[str, s
     """Win rate of the policy's samples ({prompt, completion, reward}, as alignlab.eval.metrics.evaluate
     returns them; a sample without "reward" is scored here) against `chosen[prompt]` (the dataset's chosen
     response, from ``source.chosen_responses("test")``), both judged by `reward`. Samples whose prompt has no
-    chosen response are left out; {} when none has one.
+    chosen response are left out; {} when none has one, and when `chosen` is empty (a source without reference
+    responses: alignlab.data.source.DataSource.chosen_responses), so the metric is simply absent.
 
     Returns ``{prefix+"winrate_vs_chosen", prefix+"reward_chosen", prefix+"winrate_n"}``."""
+    if not chosen:
+        return {}
     matched = [s for s in samples if s["prompt"] in chosen]
     if not matched:
         return {}
