@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from alignlab.data.rows import check_preference_rows, swap_preferences
+from alignlab.data.chat import ChatRenderer
+from alignlab.data.files import convert_rows, text_pair
+from alignlab.data.rows import swap_preferences
 from alignlab.data.tokenize import (IGNORE_INDEX, PreferenceCollator, SequenceCollator, TruncationStats,
                                     tokenize_pair, tokenize_text)
 from alignlab.errors import ConfigError, DataError
@@ -77,13 +79,42 @@ def test_logps_ignore_prompt_and_padding():
     torch.testing.assert_close(base, again)
 
 
+def check_rows(rows, where, on_bad_row="error"):
+    """What the file sources do to stored rows: alignlab.data.files.convert_rows with text_pair."""
+    plain = ChatRenderer(None, "plain")
+    return convert_rows(rows, where, on_bad_row, lambda row: text_pair(row, plain))
+
+
 def test_bad_row_names_file_and_row():
     rows = [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p", "rejected": "b"}]
     with pytest.raises(DataError, match=r"pairs\.jsonl row 1: missing 'chosen'"):
-        check_preference_rows(rows, "pairs.jsonl")
-    assert len(check_preference_rows(rows, "pairs.jsonl", on_bad_row="skip")) == 1
+        check_rows(rows, "pairs.jsonl")
+    assert len(check_rows(rows, "pairs.jsonl", on_bad_row="skip")) == 1
     with pytest.raises(ConfigError, match="data.on_bad_row"):
-        check_preference_rows(rows, "pairs.jsonl", on_bad_row="ignore")
+        check_rows(rows, "pairs.jsonl", on_bad_row="ignore")
+
+
+@pytest.mark.parametrize("row,problem", [
+    ({"chosen": "a", "rejected": "b"}, "missing 'prompt'"),
+    ({"prompt": "p", "chosen": "a", "rejected": None}, "missing 'rejected'"),
+    ({"prompt": "p", "chosen": 3, "rejected": "b"}, "'chosen' is a int, expected text"),
+    ({"prompt": "p", "chosen": "", "rejected": ""}, "'chosen' and 'rejected' are both empty"),
+])
+def test_each_kind_of_bad_row_is_named(row, problem):
+    good = {"prompt": "p", "chosen": "a", "rejected": "b"}
+    with pytest.raises(DataError, match=rf"pairs\.jsonl row 2: {problem} \(set data.on_bad_row=skip"):
+        check_rows([good, good, row], "pairs.jsonl")
+
+
+def test_skipped_rows_are_counted(caplog):
+    good = {"prompt": "p", "chosen": "a", "rejected": "b"}
+    rows = [good, {"prompt": "p"}, {"prompt": "p", "chosen": 1, "rejected": "b"}, good,
+            {"prompt": "p", "chosen": "", "rejected": ""}]
+    with caplog.at_level("WARNING"):
+        assert check_rows(rows, "pairs.jsonl", on_bad_row="skip") == [good, good]
+    assert "pairs.jsonl: skipped 3 bad rows of 5 (first: [1, 2, 4])" in caplog.text
+    with pytest.raises(DataError, match=r"pairs\.jsonl: no usable rows \(2 read, 2 bad\)"):
+        check_rows(rows[1:3], "pairs.jsonl", on_bad_row="skip")
 
 
 def test_swap_preferences_exchanges_chosen_and_rejected():
