@@ -1,4 +1,4 @@
-"""alignlab.sweep.collect on a made-up multirun (alignlab.sweep.fake): every job listed, seeds aggregated."""
+"""alignlab.sweep.collect on a made-up multirun (tests/fake_multirun.py): every job listed, seeds aggregated."""
 import json
 import math
 
@@ -7,7 +7,7 @@ import pytest
 
 from alignlab.sweep import aggregate, collect
 from alignlab.sweep.collect import default_group_keys, key_columns, metric_columns, parse_overrides, swept_keys
-from alignlab.sweep.fake import FAILED_ERROR, make_fake_sweep
+from fake_multirun import FAILED_ERROR, make_fake_sweep
 
 
 @pytest.fixture

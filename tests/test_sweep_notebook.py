@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from alignlab.sweep.fake import make_fake_sweep
+from fake_multirun import make_fake_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "pareto.ipynb"

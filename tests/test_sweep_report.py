@@ -1,4 +1,4 @@
-"""alignlab.sweep report, plots and CLI on a made-up multirun (alignlab.sweep.fake)."""
+"""alignlab.sweep report, plots and CLI on a made-up multirun (tests/fake_multirun.py)."""
 import os
 import subprocess
 import sys
@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from alignlab.sweep import aggregate, collect
-from alignlab.sweep.fake import make_fake_sweep
 from alignlab.sweep.plots import is_png, plot_front
 from alignlab.sweep.report import markdown_table, report
+from fake_multirun import make_fake_sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("MPLCONFIGDIR", os.path.join(REPO, ".cache", "test", "mpl"))  # font cache built once

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from alignlab.sweep.fake import make_fake_sweep
+from fake_multirun import make_fake_sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("MPLCONFIGDIR", os.path.join(REPO, ".cache", "test", "mpl"))

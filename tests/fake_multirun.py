@@ -1,7 +1,7 @@
 """A made-up multirun on disk, laid out as Hydra and alignlab.run write it, for tests and for trying the report
-and the notebook without training anything:
+and the notebook without training anything (from the repository root):
 
-    python -c "from alignlab.sweep.fake import make_fake_sweep; print(make_fake_sweep('/tmp/fake_sweep'))"
+    cd tests && python -c "from fake_multirun import make_fake_sweep; print(make_fake_sweep('/tmp/fake_sweep'))"
 
 Sweep `method=dpo,tdpo2 method.beta=0.1,0.5 seed=0,1` (jobs 0-7), then `method=dpo method.beta=1.0 seed=0,1`:
 job 8 failed (results.json with status "failed" and an error), job 9 left without results.json ("missing").
