@@ -33,7 +33,7 @@ def in_multirun() -> bool:
 
 
 def record_failure(cfg: DictConfig, err: BaseException) -> None:
-    from alignlab.sweep.callback import failed_results
+    from alignlab.sweep.hydra_callback import failed_results
 
     try:
         config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)

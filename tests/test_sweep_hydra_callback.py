@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from alignlab.sweep.callback import CollectOnMultirunEnd, failed_results
+from alignlab.sweep.hydra_callback import SweepReport, failed_results
 
 REPO = Path(__file__).resolve().parent.parent
-TARGET = "alignlab.sweep.callback.CollectOnMultirunEnd"
+TARGET = "alignlab.sweep.hydra_callback.SweepReport"
 
 APP = '''
 import json
@@ -87,9 +87,9 @@ def test_failed_job_recorded_and_reported_although_hydra_skips_multirun_end(tmp_
 
 
 def test_callback_never_raises(tmp_path, caplog):
-    callback = CollectOnMultirunEnd(maximize_x="false", refresh_each_job="false")
+    callback = SweepReport(maximize_x="false", refresh_each_job="false")
     assert callback.options["maximize_x"] is False and callback.refresh_each_job is False
-    with caplog.at_level(logging.WARNING, logger="alignlab.sweep.callback"):
+    with caplog.at_level(logging.WARNING, logger="alignlab.sweep.hydra_callback"):
         callback.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "nowhere")}}}))
         callback.on_multirun_end(OmegaConf.create({}))
         callback.on_job_end(OmegaConf.create({}), job_return=object())

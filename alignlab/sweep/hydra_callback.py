@@ -1,11 +1,12 @@
-"""Hydra callback: write the sweep report when a multirun ends, and record failed jobs in their results.json.
+"""The Hydra callback of a multirun (a `hydra.experimental.callback.Callback`, not a Lightning callback): write the
+sweep report when a multirun ends, and record failed jobs in their results.json.
 
 Register it in the primary config (or a `conf/hydra/` file; `hydra/callbacks` has no shipped options here):
 
     hydra:
       callbacks:
         collect:
-          _target_: alignlab.sweep.callback.CollectOnMultirunEnd
+          _target_: alignlab.sweep.hydra_callback.SweepReport
           # every argument is optional:
           x: eval/kl
           y: eval/reward
@@ -14,7 +15,9 @@ Register it in the primary config (or a `conf/hydra/` file; `hydra/callbacks` ha
           by: method
           wandb: false
 
-or per command: `python -m alignlab --multirun ... +hydra.callbacks.collect._target_=alignlab.sweep.callback.CollectOnMultirunEnd`.
+or per command:
+
+    python -m alignlab --multirun ... +hydra.callbacks.collect._target_=alignlab.sweep.hydra_callback.SweepReport
 
 on_multirun_end: `report(config.hydra.sweep.dir, ...)` (and the wandb summary run when wandb=true); never raises
 (a warning is logged instead). Hydra calls it only when the sweep returns normally: with Hydra's basic sweeper
@@ -29,7 +32,7 @@ schema below, so that the report names the error instead of "missing":
 
     {"status": "failed", "error": "<ExceptionType>: <message>", "error_type": "<ExceptionType>",
      "traceback": "<formatted traceback>", "metrics": {}, "policy_dir": null, "stages": {},
-     "config": <the job's config, resolved where it can be>, "written_by": "alignlab.sweep.callback"}
+     "config": <the job's config, resolved where it can be>, "written_by": "alignlab.sweep.hydra_callback"}
 """
 from __future__ import annotations
 
@@ -46,7 +49,7 @@ log = logging.getLogger(__name__)
 
 
 def failed_results(error: BaseException, config: dict | None = None, metrics: dict | None = None,
-                   written_by: str = "alignlab.sweep.callback") -> dict:
+                   written_by: str = "alignlab.sweep.hydra_callback") -> dict:
     """The results.json of a failed job (the schema the collector reads)."""
     return {"status": "failed", "error": f"{type(error).__name__}: {error}", "error_type": type(error).__name__,
             "traceback": "".join(traceback.format_exception(type(error), error, error.__traceback__)),
@@ -61,7 +64,10 @@ def _flag(value) -> bool:
     return bool(value)
 
 
-class CollectOnMultirunEnd(Callback):
+class SweepReport(Callback):
+    """Hydra callback (conf/hydra/default.yaml, key `collect`): the sweep report of alignlab.sweep.report after each
+    job and when the multirun ends; a failed job's results.json. Arguments: see the module docstring."""
+
     def __init__(self, x: str = "eval/kl", y: str = "eval/reward", maximize_x: bool = False,
                  maximize_y: bool = True, by: str | None = "method", keys: Sequence[str] | None = None,
                  reference: Sequence[float] | None = None, wandb: bool = False, wandb_project: str = "alignlab",
