@@ -7,19 +7,14 @@
     summary = aggregate(df)            # mean / std over seeds per setting
     report(sweep_dir)                  # everything the CLI writes; returns a dict
 
-Modules: collect (tables), pareto (pure numpy), plots (matplotlib Agg), report (files), wandb_summary,
-callback (Hydra callback). Plotting and wandb are imported only when used.
+Modules, each importing only those listed before it: pareto (pure numpy), collect (tables), plots (matplotlib
+Agg), wandb_summary (the wandb run), report (files; plots and wandb_summary imported when used), hydra_callback
+(the Hydra callback of a multirun, conf/hydra/default.yaml), __main__ (the CLI). Plotting and wandb are imported
+only when used.
 """
 from alignlab.sweep.collect import aggregate, collect
 from alignlab.sweep.pareto import default_reference, frontier, frontier_line, hypervolume_2d, non_dominated
-
-
-def report(*args, **kwargs):
-    """See alignlab.sweep.report.report."""
-    from alignlab.sweep.report import report as _report
-
-    return _report(*args, **kwargs)
-
+from alignlab.sweep.report import report
 
 __all__ = ["collect", "aggregate", "non_dominated", "frontier", "frontier_line", "hypervolume_2d",
            "default_reference", "report"]

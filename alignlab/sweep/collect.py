@@ -43,6 +43,14 @@ def _natural_key(text: str):
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", text) if part]
 
 
+def sweep_name(sweep_dir: str | os.PathLike) -> str:
+    """"2026-11-23/16-25-29" for Hydra's default multirun/<date>/<time>, else the dir's name."""
+    path = Path(sweep_dir).resolve()
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", path.parent.name):
+        return f"{path.parent.name}/{path.name}"
+    return path.name
+
+
 def find_job_dirs(sweep_dir: str | os.PathLike) -> list[Path]:
     """Directories under `sweep_dir` that hold `.hydra/` (not descending into a job dir), naturally sorted."""
     root = Path(sweep_dir)

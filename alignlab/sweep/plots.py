@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from alignlab.sweep import pareto
+from alignlab.sweep.pareto import frontier_line, non_dominated
 
 
 def metric_values(df: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -72,7 +72,7 @@ def plot_front(df: pd.DataFrame, x: str, y: str, maximize_x: bool = False, maxim
     ys, yerr = metric_values(df, y)
     finite = np.isfinite(xs) & np.isfinite(ys)
     points = np.column_stack([xs, ys])
-    global_front = pareto.non_dominated(points, [maximize_x, maximize_y])
+    global_front = non_dominated(points, [maximize_x, maximize_y])
     labels = point_labels(df, [k for k in (label_keys or []) if k in df.columns and k != hue])
     groups = (df[hue].astype(str).to_numpy() if hue and hue in df.columns else np.array(["all"] * len(df)))
     order = list(dict.fromkeys(groups[finite]))
@@ -87,7 +87,7 @@ def plot_front(df: pd.DataFrame, x: str, y: str, maximize_x: bool = False, maxim
         ey = None if yerr is None else np.nan_to_num(yerr[sel], nan=0.0)
         ax.errorbar(xs[sel], ys[sel], xerr=ex, yerr=ey, fmt="o", color=colour, ms=5, alpha=0.85, capsize=2,
                     elinewidth=0.8, label=str(name), zorder=3)
-        line = pareto.frontier_line(points[sel], [maximize_x, maximize_y], steps=steps)
+        line = frontier_line(points[sel], [maximize_x, maximize_y], steps=steps)
         if len(line) > 1:
             ax.plot(line[:, 0], line[:, 1], "-", color=colour, lw=1.4, alpha=0.9, zorder=2)
         for i in np.flatnonzero(sel):

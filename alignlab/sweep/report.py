@@ -21,8 +21,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from alignlab.sweep import pareto
-from alignlab.sweep.collect import aggregate, collect, default_group_keys, key_columns, swept_keys
+from alignlab.sweep.collect import aggregate, collect, default_group_keys, key_columns, sweep_name, swept_keys
+from alignlab.sweep.pareto import default_reference, hypervolume_2d, non_dominated
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +48,6 @@ def slug(metric: str) -> str:
 
 def front_png_name(x: str, y: str) -> str:
     return f"front_{slug(y)}_vs_{slug(x)}.png"
-
-
-def sweep_name(sweep_dir: str | os.PathLike) -> str:
-    """"2026-11-23/16-25-29" for Hydra's default multirun/<date>/<time>, else the dir's name."""
-    path = Path(sweep_dir).resolve()
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", path.parent.name):
-        return f"{path.parent.name}/{path.name}"
-    return path.name
 
 
 def fmt_number(value, digits: int = 4) -> str:
@@ -116,27 +108,27 @@ def front_analysis(summary: pd.DataFrame, x: str, y: str, maximize_x: bool, maxi
     points = np.column_stack([summary[f"{x}_mean"].to_numpy(float), summary[f"{y}_mean"].to_numpy(float)])
     finite = np.isfinite(points).all(axis=1)
     groups = summary[hue].astype(str).to_numpy() if hue and hue in summary.columns else np.array(["all"] * len(summary))
-    on_front = pareto.non_dominated(points, maximize)
+    on_front = non_dominated(points, maximize)
     on_group_front = np.zeros(len(summary), dtype=bool)
     for name in dict.fromkeys(groups):
         sel = groups == name
-        on_group_front[sel] = pareto.non_dominated(points[sel], maximize)
+        on_group_front[sel] = non_dominated(points[sel], maximize)
     out = {"on_front": on_front, "on_group_front": on_group_front, "reference": None, "reference_source": "",
            "hypervolume": {}}
     if not finite.any():
         return out
     if reference is None:
-        ref = pareto.default_reference(points[finite], maximize, margin=margin)
+        ref = default_reference(points[finite], maximize, margin=margin)
         out["reference_source"] = (f"default: the worst value of each objective over all settings, moved out by "
                                    f"{margin:g} x its range")
     else:
         ref = np.asarray(reference, dtype=float).reshape(2)
         out["reference_source"] = "given"
     out["reference"] = [float(ref[0]), float(ref[1])]
-    out["hypervolume"]["all"] = pareto.hypervolume_2d(points[finite], ref, maximize)
+    out["hypervolume"]["all"] = hypervolume_2d(points[finite], ref, maximize)
     for name in dict.fromkeys(groups[finite]):
         sel = finite & (groups == name)
-        out["hypervolume"][str(name)] = pareto.hypervolume_2d(points[sel], ref, maximize)
+        out["hypervolume"][str(name)] = hypervolume_2d(points[sel], ref, maximize)
     return out
 
 
@@ -227,7 +219,7 @@ def report(sweep_dir: str | os.PathLike, x: str = DEFAULT_X, y: str = DEFAULT_Y,
     """Collect `sweep_dir`, write sweep.csv, sweep_summary.csv, sweep.md and the front PNGs; return a summary.
 
     x, y, maximize_x, maximize_y: the main front (default: eval/reward maximised against eval/kl minimised).
-    reference: the hypervolume reference point (x, y); default `pareto.default_reference` over all settings.
+    reference: the hypervolume reference point (x, y); default `alignlab.sweep.pareto.default_reference` over all settings.
     by: the column that splits fronts, colours and per-group hypervolumes (default "method"; None: one group).
     keys: the keys that define a setting (aggregation); default `method` + every override key except `seed`.
     tax_fronts: True: also a front of y against each tax metric of `tax_front_metrics` present (tax minimised);

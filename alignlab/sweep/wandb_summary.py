@@ -21,6 +21,8 @@ from typing import Mapping
 
 import pandas as pd
 
+from alignlab.sweep.collect import sweep_name
+
 
 def _table_frame(df: pd.DataFrame) -> pd.DataFrame:
     """wandb.Table wants one type per column: numbers stay numbers, everything else becomes text."""
@@ -47,8 +49,6 @@ def log_summary(sweep_dir: str | os.PathLike, df: pd.DataFrame, front_png: str |
 
     sweep_dir = Path(sweep_dir)
     if group is None:
-        from alignlab.sweep.report import sweep_name
-
         group = sweep_name(sweep_dir).replace("/", "_")
     root = Path(dir) if dir is not None else sweep_dir
     root.mkdir(parents=True, exist_ok=True)
