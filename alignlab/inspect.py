@@ -7,19 +7,20 @@ texts, and colours every response token by a token-level signal (METHODS.md sect
 
 * ``logratio`` (default): log pi(y_t|s_t) - log ref(y_t|s_t), the per-token term of DPO's implicit reward and of
   the eval KL estimate (their sum over t is the sequence log-ratio);
-* ``kl`` (TDPO runs, ``method.name`` tdpo1/tdpo2): KL_t = sum_v ref(v|s_t) (log ref(v|s_t) - log pi(v|s_t)), the
+* ``kl`` (TDPO runs): KL_t = sum_v ref(v|s_t) (log ref(v|s_t) - log pi(v|s_t)), the
   full-vocabulary KL(ref || pi) at the position, whose sum is TDPO's SeqKL;
 * ``alpha`` (AlignDistil runs): a_t = r * TVD_t + eps with TVD_t = 1/2 sum_v |p_dpo(v|s_t) - p_rev(v|s_t)|
   between the run's DPO and reverse-DPO teachers (results.json ``stages.dpo_model`` / ``stages.reverse_model``;
   r and eps from ``config.method``): where AlignDistil extrapolated hardest.
 
-``--signal auto`` picks by the run's method. Writes ``tokens_<signal>.png``, ``tokens_<signal>.html`` (hover a
+``--signal auto`` picks the run's method's own signal (its class attribute ``inspect_signal``). Writes ``tokens_<signal>.png``, ``tokens_<signal>.html`` (hover a
 token for its value and the other signals) and ``tokens_<signal>.json`` (every value) to ``<run dir>/inspect/``
 or ``--out``.
 
-The per-token functions below are pure (logits in, one value per position out) and walk over positions in chunks,
-so at most a few [chunk, V] float32 temporaries exist at once even for a 150k-token vocabulary; the models only
-project the response positions through their LM head (alignlab.forward.logits_at_positions).
+The values come from the loss functions themselves (alignlab.losses.per_token_logratio_and_kl for the log-ratio and
+KL_t, alignlab.losses.adaptive_coefficient for a_t), which walk over positions in chunks, so at most a few
+[chunk, V] float32 temporaries exist at once even for a 150k-token vocabulary; the models only project the response
+positions through their LM head (alignlab.forward.logits_at_positions).
 """
 from __future__ import annotations
 
@@ -31,92 +32,18 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from alignlab.errors import UserError
-from alignlab.losses._positions import chunks, compute_dtype
+from alignlab.losses import adaptive_coefficient, per_token_logratio_and_kl
 
 log = logging.getLogger("alignlab.inspect")
 
 SIGNAL_CHOICES = ("auto", "logratio", "kl", "alpha")
-TDPO_METHODS = ("tdpo1", "tdpo2")
 DEFAULT_CHUNK = 256
 
 
 class InspectError(UserError):
     """The run dir, a model path or an option cannot be used; the message says which."""
-
-
-# ---- pure per-token signals ------------------------------------------------------------------------------------
-def _flat(logits: torch.Tensor, name: str) -> torch.Tensor:
-    if logits.dim() < 2:
-        raise ValueError(f"{name} must be [..., V], got shape {tuple(logits.shape)}")
-    return logits.reshape(-1, logits.shape[-1])
-
-
-def _check_pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> None:
-    if a.shape != b.shape:
-        raise ValueError(f"{names[0]} {tuple(a.shape)} and {names[1]} {tuple(b.shape)} must have the same shape")
-
-
-@torch.no_grad()
-def token_logratio_and_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, targets: torch.Tensor,
-                          chunk_size: int = DEFAULT_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per position: (log pi(y_t|s_t) - log ref(y_t|s_t), KL_t = sum_v ref (log ref - log pi)).
-
-    Logits [..., V] at the positions that predict ``targets`` [...] (already shifted: row t predicts targets[t]).
-    Both from log_softmax (never log(softmax)), in float32 (float64 stays float64), ``chunk_size`` positions at a
-    time. Summed over a response they give alignlab.losses.token_logps_and_kl's logratio and SeqKL.
-    """
-    _check_pair(policy_logits, ref_logits, ("policy_logits", "ref_logits"))
-    if targets.shape != policy_logits.shape[:-1]:
-        raise ValueError(f"targets {tuple(targets.shape)} must match the logits' leading shape "
-                         f"{tuple(policy_logits.shape[:-1])}")
-    z_pi, z_ref, y = _flat(policy_logits, "policy_logits"), _flat(ref_logits, "ref_logits"), targets.reshape(-1)
-    dtype = compute_dtype(z_pi)
-    logratio = torch.empty(y.numel(), dtype=dtype, device=z_pi.device)
-    kl = torch.empty_like(logratio)
-    for sl in chunks(y.numel(), chunk_size):
-        log_pi = F.log_softmax(z_pi[sl].to(dtype), dim=-1)
-        log_ref = F.log_softmax(z_ref[sl].to(dtype), dim=-1)
-        idx = y[sl, None]
-        logratio[sl] = (log_pi.gather(1, idx) - log_ref.gather(1, idx)).squeeze(1)
-        kl[sl] = log_ref.exp().mul_(log_ref.sub_(log_pi)).sum(-1)  # three [chunk, V] tensors at most
-    lead = targets.shape
-    return logratio.reshape(lead), kl.reshape(lead)
-
-
-def token_logratio(policy_logits: torch.Tensor, ref_logits: torch.Tensor, targets: torch.Tensor,
-                   chunk_size: int = DEFAULT_CHUNK) -> torch.Tensor:
-    """log pi(y_t|s_t) - log ref(y_t|s_t) per position (see :func:`token_logratio_and_kl`)."""
-    return token_logratio_and_kl(policy_logits, ref_logits, targets, chunk_size)[0]
-
-
-@torch.no_grad()
-def token_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, chunk_size: int = DEFAULT_CHUNK) -> torch.Tensor:
-    """KL_t = KL(ref(.|s_t) || pi(.|s_t)) over the full vocabulary per position (TDPO, METHODS section 2); [...]."""
-    _check_pair(policy_logits, ref_logits, ("policy_logits", "ref_logits"))
-    dummy = torch.zeros(policy_logits.shape[:-1], dtype=torch.long, device=policy_logits.device)
-    return token_logratio_and_kl(policy_logits, ref_logits, dummy, chunk_size)[1]
-
-
-@torch.no_grad()
-def token_tvd(a_logits: torch.Tensor, b_logits: torch.Tensor, chunk_size: int = DEFAULT_CHUNK) -> torch.Tensor:
-    """TVD_t = 1/2 sum_v |p_a(v|s_t) - p_b(v|s_t)| per position, in [0, 1]; [...]."""
-    _check_pair(a_logits, b_logits, ("a_logits", "b_logits"))
-    za, zb = _flat(a_logits, "a_logits"), _flat(b_logits, "b_logits")
-    dtype = compute_dtype(za)
-    out = torch.empty(za.shape[0], dtype=dtype, device=za.device)
-    for sl in chunks(za.shape[0], chunk_size):
-        out[sl] = za[sl].to(dtype).softmax(-1).sub_(zb[sl].to(dtype).softmax(-1)).abs_().sum(-1).mul_(0.5)
-    return out.reshape(a_logits.shape[:-1])
-
-
-def token_alpha(dpo_logits: torch.Tensor, reverse_logits: torch.Tensor, r: float = 20.0, eps: float = 1e-3,
-                chunk_size: int = DEFAULT_CHUNK) -> torch.Tensor:
-    """AlignDistil's a_t = r * TVD_t + eps between the DPO and reverse-DPO teachers (METHODS section 3), in
-    [eps, r + eps]; the same value alignlab.losses.aligndistil uses for its adaptive teacher."""
-    return token_tvd(dpo_logits, reverse_logits, chunk_size).clamp(0.0, 1.0) * r + eps
 
 
 # ---- models ----------------------------------------------------------------------------------------------------
@@ -213,28 +140,40 @@ def teacher_paths(results: dict) -> tuple[str, str] | None:
     return None
 
 
+def method_class(results: dict):
+    """The run's method class (config.method._target_), or None when it cannot be imported."""
+    from hydra.utils import get_class
+
+    target = ((results.get("config") or {}).get("method") or {}).get("_target_")
+    try:
+        return get_class(target) if target else None
+    except Exception:  # noqa: BLE001 - a run of another alignlab version: fall back to the log-ratio
+        return None
+
+
 def choose_signal(results: dict, requested: str = "auto") -> str:
     if requested not in SIGNAL_CHOICES:
         raise InspectError(f"--signal={requested!r} is not one of {list(SIGNAL_CHOICES)}")
     method = ((results.get("config") or {}).get("method") or {}).get("name")
-    if requested == "alpha" and teacher_paths(results) is None:
+    has_teachers = teacher_paths(results) is not None
+    if requested == "alpha" and not has_teachers:
         raise InspectError(f"--signal=alpha needs an AlignDistil run with a DPO and a reverse-DPO teacher "
                            f"(results.json stages.dpo_model / stages.reverse_model); this run is method={method}"
                            + (" with teacher=dpo_ref (no reverse model)" if method == "aligndistil" else ""))
     if requested != "auto":
         return requested
-    if method in TDPO_METHODS:
-        return "kl"
-    if method == "aligndistil" and teacher_paths(results) is not None:
-        return "alpha"
-    return "logratio"
+    cls = method_class(results)
+    signal = cls.inspect_signal if cls is not None else "logratio"
+    return "logratio" if signal == "alpha" and not has_teachers else signal
 
 
 def resolve_r(method: dict) -> float:
-    """config.method.r, or when null the METHODS.md default the run used: 20 off-policy, 30 on-policy."""
+    """config.method.r, or when null the default the run used (alignlab.methods.aligndistil.default_r)."""
+    from alignlab.methods.aligndistil import default_r
+
     if method.get("r") is not None:
         return float(method["r"])
-    return 30.0 if method.get("mode") == "on_policy" else 20.0
+    return default_r(method.get("mode", "off_policy"))
 
 
 def held_out_prompts(config: dict, tokenizer, n: int) -> list[str]:
@@ -247,8 +186,7 @@ def held_out_prompts(config: dict, tokenizer, n: int) -> list[str]:
         raise InspectError("results.json config has no data.source: pass --prompt TEXT")
     try:
         source = instantiate(OmegaConf.create(spec))
-        if hasattr(source, "bind_tokenizer"):  # chat data renders prompts with the tokenizer's template
-            source.bind_tokenizer(tokenizer)
+        source.bind_tokenizer(tokenizer)  # chat data renders prompts with the tokenizer's template
         prompts = source.prompts("test", tokenizer)
     except UserError:
         raise
@@ -300,7 +238,7 @@ def inspect_run(run_dir: str | Path, prompts: Sequence[str] | None = None, n_pro
         targets = torch.tensor(s["completion_ids"], device=device)
         z_pi = response_logits(pi, s["prompt_ids"], s["completion_ids"])
         z_ref = response_logits(ref, s["prompt_ids"], s["completion_ids"])
-        logratio, kl = token_logratio_and_kl(z_pi, z_ref, targets, chunk_size)
+        logratio, kl = per_token_logratio_and_kl(z_pi, z_ref, targets, chunk_size)
         per_sample.append({"logratio": logratio.tolist(), "kl": kl.tolist()})
     del ref
     teachers = None
@@ -315,9 +253,9 @@ def inspect_run(run_dir: str | Path, prompts: Sequence[str] | None = None, n_pro
                     "teacher": method.get("teacher")}
         for s, values in zip(samples, per_sample):
             if s["completion_ids"]:
-                values["alpha"] = token_alpha(response_logits(dpo, s["prompt_ids"], s["completion_ids"]),
-                                              response_logits(rev, s["prompt_ids"], s["completion_ids"]),
-                                              r, eps, chunk_size).tolist()
+                values["alpha"] = adaptive_coefficient(response_logits(dpo, s["prompt_ids"], s["completion_ids"]),
+                                                       response_logits(rev, s["prompt_ids"], s["completion_ids"]),
+                                                       r, eps, chunk_size).tolist()
         del dpo, rev
 
     rows, records = [], []

@@ -14,11 +14,31 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alignlab.inspect import (InspectError, choose_signal, reference_path, resolve_r, token_alpha, token_kl,
-                              token_logratio, token_logratio_and_kl, token_tvd)
+from alignlab.inspect import InspectError, choose_signal, reference_path, resolve_r
+from alignlab.losses import adaptive_coefficient, per_token_logratio_and_kl
 from alignlab.viz.tokens import SIGNALS, TokenRow, color_scale, fmt, render_html, render_png
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def token_logratio_and_kl(pi, ref, targets, chunk_size=256):
+    return per_token_logratio_and_kl(pi, ref, targets, chunk_size)
+
+
+def token_logratio(pi, ref, targets, chunk_size=256):
+    return per_token_logratio_and_kl(pi, ref, targets, chunk_size)[0]
+
+
+def token_kl(pi, ref, chunk_size=256):
+    targets = torch.zeros(pi.shape[:-1], dtype=torch.long)
+    return per_token_logratio_and_kl(pi, ref, targets, chunk_size)[1]
+
+
+def token_tvd(a, b):
+    return adaptive_coefficient(a, b, r=1.0, eps=0.0)
+
+
+token_alpha = adaptive_coefficient
 
 
 # ---- per-token signals -----------------------------------------------------------------------------------------
@@ -118,8 +138,13 @@ def test_shape_errors_are_clear():
 
 
 # ---- run dir resolution and signal choice ----------------------------------------------------------------------
+TARGETS = {"dpo": "alignlab.methods.dpo.DPO", "tdpo1": "alignlab.methods.tdpo.TDPO",
+           "tdpo2": "alignlab.methods.tdpo.TDPO", "aligndistil": "alignlab.methods.aligndistil.AlignDistil"}
+
+
 def _results(method: str, **extra) -> dict:
-    return {"status": "ok", "config": {"method": {"name": method}}, "stages": {}, **extra}
+    return {"status": "ok", "config": {"method": {"name": method, "_target_": TARGETS[method]}}, "stages": {},
+            **extra}
 
 
 def test_choose_signal_by_method():
@@ -269,7 +294,8 @@ def test_cli_alpha_and_kl_signals(tiny_run, tmp_path):
     fake = tmp_path / "ad_run"
     fake.mkdir()
     results = json.loads((tiny_run / "results.json").read_text())
-    results["config"]["method"] = {"name": "aligndistil", "teacher": "adaptive", "r": None, "eps": 1e-3,
+    results["config"]["method"] = {"name": "aligndistil", "_target_": "alignlab.methods.aligndistil.AlignDistil",
+                                   "teacher": "adaptive", "r": None, "eps": 1e-3,
                                    "mode": "off_policy"}
     results["stages"].update(dpo_model=results["policy_dir"], reverse_model=results["pre_dir"])
     (fake / "results.json").write_text(json.dumps(results))

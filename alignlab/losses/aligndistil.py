@@ -44,9 +44,31 @@ def _teacher(dpo_logits, other_logits, teacher, beta, beta0, r, eps):
     # adaptive: the contrastive teacher with a token-wise beta_t = beta0 / a_t in place of beta (a_t = beta0/beta
     # gives back exactly the contrastive row): extrapolate more where the DPO and reverse-DPO models disagree.
     # (in-place ops only on tensors created here: z_dpo may share memory with the caller's float32 logits)
-    tvd = z_dpo.softmax(-1).sub_(z_other.softmax(-1)).abs_().sum(-1).mul_(0.5)
-    a = r * tvd.clamp(0.0, 1.0) + eps
+    a = _coefficient(z_dpo, z_other, r, eps)
     return diff.mul_(a.unsqueeze(-1)).add_(z_dpo), beta0 / a, a
+
+
+def _coefficient(z_dpo: torch.Tensor, z_other: torch.Tensor, r: float, eps: float) -> torch.Tensor:
+    """a_t = r * TVD_t + eps, TVD_t = 1/2 sum_v |p_dpo(v|s_t) - p_rev(v|s_t)|, for logits [..., V]."""
+    tvd = z_dpo.softmax(-1).sub_(z_other.softmax(-1)).abs_().sum(-1).mul_(0.5)
+    return r * tvd.clamp(0.0, 1.0) + eps
+
+
+@torch.no_grad()
+def adaptive_coefficient(dpo_logits: torch.Tensor, reverse_logits: torch.Tensor, r: float = 20.0, eps: float = 1e-3,
+                         chunk_size: int = 1024) -> torch.Tensor:
+    """The adaptive teacher's a_t = r * TVD_t + eps (in [eps, r + eps]) per position, for logits [..., V]: how hard
+    AlignDistil extrapolates at each token (the value :func:`aligndistil_teacher` uses), in float32, ``chunk_size``
+    positions at a time."""
+    if dpo_logits.shape != reverse_logits.shape:
+        raise ValueError(f"dpo_logits {tuple(dpo_logits.shape)} and reverse_logits {tuple(reverse_logits.shape)} "
+                         f"must have the same shape")
+    z_dpo, z_rev = dpo_logits.reshape(-1, dpo_logits.shape[-1]), reverse_logits.reshape(-1, dpo_logits.shape[-1])
+    dtype = compute_dtype(z_dpo)
+    out = torch.empty(z_dpo.shape[0], dtype=dtype, device=z_dpo.device)
+    for sl in chunks(z_dpo.shape[0], chunk_size):
+        out[sl] = _coefficient(z_dpo[sl].to(dtype), z_rev[sl].to(dtype), r, eps)
+    return out.reshape(dpo_logits.shape[:-1])
 
 
 def aligndistil_teacher(

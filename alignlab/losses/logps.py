@@ -135,6 +135,30 @@ def token_logps_and_kl(
 
 
 @torch.no_grad()
+def per_token_logratio_and_kl(
+    policy_logits: torch.Tensor, ref_logits: torch.Tensor, targets: torch.Tensor, chunk_size: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per position: (log pi(y_t|s_t) - log ref(y_t|s_t), KL_t), each of the targets' shape [...].
+
+    The per-token terms of :func:`token_logps_and_kl` (their sums over a response are its logratio and SeqKL), for
+    logits [..., V] at positions that predict ``targets`` [...] (already shifted); float32 (float64 stays float64).
+    For looking at single tokens (``python -m alignlab.inspect``); no gradient.
+    """
+    if policy_logits.shape != ref_logits.shape:
+        raise ValueError(f"policy_logits {tuple(policy_logits.shape)} and ref_logits {tuple(ref_logits.shape)} must "
+                         f"have the same shape")
+    if policy_logits.dim() < 2 or targets.shape != policy_logits.shape[:-1]:
+        raise ValueError(f"targets {tuple(targets.shape)} must match the logits' leading shape "
+                         f"{tuple(policy_logits.shape[:-1])}")
+    vocab = policy_logits.shape[-1]
+    n = targets.numel()
+    rows, cols = torch.arange(n, device=targets.device), torch.zeros(n, dtype=torch.long, device=targets.device)
+    policy_lp, ref_lp, kl = _TokenLogpsAndKL.apply(policy_logits.reshape(n, 1, vocab), ref_logits.reshape(n, 1, vocab),
+                                                   rows, cols, targets.reshape(n), chunk_size)
+    return (policy_lp - ref_lp).reshape(targets.shape), kl.reshape(targets.shape)
+
+
+@torch.no_grad()
 def token_entropy(
     logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100, chunk_size: int = 1024
 ) -> tuple[torch.Tensor, torch.Tensor]:
