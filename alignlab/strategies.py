@@ -2,17 +2,14 @@
 
 - :func:`check_trainer_config` rejects, before anything is trained, the combinations that would fail minutes later
   (or hang): more GPUs than the machine has, DeepSpeed without CUDA (Lightning's DeepSpeedStrategy refuses the
-  CPU), online merging optimizers under DeepSpeed, on-policy sampling under multi-GPU ZeRO-3, SLURM tasks that do
-  not match the devices, resuming a DeepSpeed checkpoint directory with another strategy (or a file with DeepSpeed).
+  CPU), SLURM tasks that do not match the devices, resuming a DeepSpeed checkpoint directory with another strategy
+  (or a file with DeepSpeed). Methods and merges add their own checks through their `check_trainer` hooks (on-policy
+  sampling under multi-GPU ZeRO-3: :func:`check_sampling_during_training`; online merging optimizers under ZeRO).
 - :func:`adamw`: torch AdamW, or DeepSpeedCPUAdam where DeepSpeed offloads the optimizer (DeepSpeed refuses a
   torch optimizer under ZeRO-Offload).
 - :func:`activation_checkpointing`: model.activation_checkpointing=true for the policy.
-- :func:`policy_state_dict` / :func:`load_policy` / :func:`convert` / :func:`trained_policy`: the trained policy
-  out of a checkpoint, either a Lightning ``.ckpt`` file (single device, DDP) or a DeepSpeed checkpoint directory
-  of per-rank ZeRO shards (the fp32 master weights, through DeepSpeed's ``zero_to_fp32``), written as the HF
-  directory users load::
-
-    python -m alignlab.strategies convert <run>/checkpoints/last.ckpt <out dir> --like <HF dir with the config>
+- :func:`trained_policy`: the trained policy after fit, from the fp32 master weights under DeepSpeed
+  (alignlab.checkpoints reads checkpoints and converts them to HF directories).
 
 Frozen models under ZeRO-3: ``deepspeed.initialize`` partitions every parameter of the LightningModule it wraps,
 trainable or not (``DeepSpeedZeRoOffload._convert_to_zero_parameters`` runs ``zero.Init(module=...)`` over
@@ -23,7 +20,6 @@ left out of the module state dict and of the per-rank ``frozen_param_fragments``
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 from pathlib import Path
@@ -32,7 +28,6 @@ import torch
 
 from alignlab.errors import ConfigError
 
-POLICY_PREFIX = "policy."
 CPU_HINT = ("trainer=ddp trainer.accelerator=cpu trainer.devices=2 trainer.precision=32-true (data parallel over "
             "CPU processes, gloo) or trainer=cpu")
 
@@ -136,7 +131,9 @@ def requested_devices(devices) -> int | None:
     return len(list(devices))  # a list of device indices
 
 
-def _trainer_name(cfg) -> str:
+def trainer_name(trainer_cfg) -> str:
+    """How the user chose the trainer, for error messages: `trainer=<option>`, or the strategy when composed
+    without Hydra's runtime."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
@@ -144,37 +141,30 @@ def _trainer_name(cfg) -> str:
             return f"trainer={HydraConfig.get().runtime.choices.get('trainer')}"
     except Exception:  # composed without Hydra's runtime (compose API, tests)
         pass
-    strategy = _get(cfg.trainer, "strategy", "auto")
+    strategy = _get(trainer_cfg, "strategy", "auto")
     stage = None if isinstance(strategy, str) else _get(strategy, "stage", None)
-    return f"trainer.strategy={strategy_kind(cfg.trainer)}" + (f" (ZeRO stage {stage})" if stage is not None else "")
+    return f"trainer.strategy={strategy_kind(trainer_cfg)}" + (f" (ZeRO stage {stage})" if stage is not None else "")
 
 
-def check_trainer_config(cfg) -> None:
-    """Raise a ConfigError naming the keys for trainer settings that cannot work here. Call it first thing in a run,
-    before any stage trains (run.py)."""
-    trainer = cfg.trainer
-    kind = strategy_kind(trainer)
-    name = _trainer_name(cfg)
-    merge = _get(_get(cfg, "merge", {}), "name", "none")
-    from alignlab.merge.online import ONLINE_MERGERS
-
-    if merge in ONLINE_MERGERS and kind in ("deepspeed", "fsdp"):
+def check_sampling_during_training(trainer_cfg, what: str) -> None:
+    """Objectives that sample from the policy while training (`what` names the setting) cannot run on several GPUs
+    under ZeRO-3."""
+    count = requested_devices(_get(trainer_cfg, "devices", "auto"))
+    if zero_stage(trainer_cfg) == 3 and (count != 1 or int(_get(trainer_cfg, "num_nodes", 1)) != 1):
         raise ConfigError(
-            f"merge={merge} (an online merging optimizer) cannot run with {name}: "
-            f"{'DeepSpeed ZeRO' if kind == 'deepspeed' else 'FSDP'} hands the optimizer flattened, partitioned copies "
-            f"of the parameters, so the per-parameter task vectors cannot be matched to them. Use trainer=ddp, "
-            f"trainer=gpu or trainer=cpu, or a post-hoc merge (merge=average / merge=hma)")
+            f"{what} with {trainer_name(trainer_cfg)} on several GPUs: sampling from a ZeRO-3 policy all-gathers "
+            f"its layers for every generated token on every rank, and ranks whose samples end early would stop "
+            f"taking part (the others then wait forever). Use trainer=deepspeed_zero2 or trainer=ddp for on-policy "
+            f"training, or mode=off_policy")
 
+
+def check_trainer_config(trainer, ckpt_path=None, output_dir=".") -> None:
+    """Raise a ConfigError naming the keys for trainer settings that cannot work here (and for resuming
+    `ckpt_path` with this trainer). Called before any stage trains (alignlab.pipeline.validate)."""
+    kind = strategy_kind(trainer)
+    name = trainer_name(trainer)
     devices = _get(trainer, "devices", "auto")
     count = requested_devices(devices)
-    method = _get(cfg, "method", {})
-    if zero_stage(trainer) == 3 and _get(method, "mode", None) == "on_policy" and \
-            (count != 1 or int(_get(trainer, "num_nodes", 1)) != 1):
-        raise ConfigError(
-            f"method.mode=on_policy with {name} on several GPUs: sampling from a ZeRO-3 policy all-gathers its "
-            f"layers for every generated token on every rank, and ranks whose samples end early would stop taking "
-            f"part (the others then wait forever). Use trainer=deepspeed_zero2 or trainer=ddp for on-policy "
-            f"training, or mode=off_policy")
 
     accelerator = str(_get(trainer, "accelerator", "auto")).lower()
     cuda = torch.cuda.is_available()
@@ -215,7 +205,7 @@ def check_trainer_config(cfg) -> None:
     if num_nodes < 1:
         raise ConfigError(f"trainer.num_nodes={num_nodes} must be >= 1")
     _check_slurm(count if count is not None else (n_gpus if uses_cuda else 1), num_nodes, name)
-    _check_resume(cfg, kind, name)
+    _check_resume(ckpt_path, output_dir, kind, name)
 
 
 def _check_slurm(devices: int, num_nodes: int, name: str) -> None:
@@ -233,70 +223,20 @@ def _check_slurm(devices: int, num_nodes: int, name: str) -> None:
                           f"trainer.num_nodes={nodes}")
 
 
-def _check_resume(cfg, kind: str, name: str) -> None:
-    ckpt = _get(cfg, "ckpt_path", None)
+def _check_resume(ckpt, output_dir, kind: str, name: str) -> None:
     if ckpt in (None, ""):
         return
-    path = Path(_get(cfg.paths, "output_dir", ".")) / "checkpoints" / "last.ckpt" if ckpt == "last" else Path(ckpt)
+    path = Path(output_dir) / "checkpoints" / "last.ckpt" if ckpt == "last" else Path(ckpt)
     if not path.exists():
         return  # run.py reports a missing path (or starts from scratch for "last")
     if path.is_dir() and kind != "deepspeed":
         raise ConfigError(f"ckpt_path={ckpt} ({path}) is a DeepSpeed checkpoint directory but {name} is not "
                           f"DeepSpeed: resume with the trainer that wrote it, or start a new run from its weights "
-                          f"(python -m alignlab.strategies convert {path} <HF dir> --like <start model dir>)")
+                          f"(python -m alignlab.checkpoints convert {path} <HF dir> --like <start model dir>)")
     if path.is_file() and kind == "deepspeed":
         raise ConfigError(f"ckpt_path={ckpt} ({path}) is a single-file Lightning checkpoint but {name} resumes "
                           f"from DeepSpeed checkpoint directories: resume with the trainer that wrote it, or add "
                           f"+trainer.strategy.load_full_weights=true (weights only, ZeRO-3)")
-
-
-# ---- the trained policy out of a checkpoint --------------------------------------------------------------------
-def _deepspeed_tag(path: Path, tag: str | None) -> str:
-    if tag is not None or (path / "latest").exists():
-        return tag or (path / "latest").read_text().strip()
-    tags = sorted(p.name for p in path.iterdir() if p.is_dir() and any(p.glob("*optim_states.pt")))
-    if len(tags) != 1:
-        raise ConfigError(f"{path}: no 'latest' file and {len(tags)} checkpoint tags {tags}: pass --tag")
-    return tags[0]
-
-
-def policy_state_dict(ckpt_path, prefix: str = POLICY_PREFIX, tag: str | None = None) -> dict[str, torch.Tensor]:
-    """The policy's tensors (prefix stripped) from a Lightning .ckpt file, or the fp32 master weights from a
-    DeepSpeed checkpoint directory (any ZeRO stage, any number of ranks; frozen parameters excluded)."""
-    path = Path(ckpt_path)
-    if path.is_dir():
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-        state = get_fp32_state_dict_from_zero_checkpoint(str(path), tag=_deepspeed_tag(path, tag),
-                                                         exclude_frozen_parameters=True)
-    elif path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        state = state.get("state_dict", state)
-    else:
-        raise ConfigError(f"checkpoint {str(path)!r} does not exist")
-    out = {}
-    for key, value in state.items():
-        key = key.removeprefix("_forward_module.")  # Lightning < 2.1 wrapped the module
-        if key.startswith(prefix):
-            out[key[len(prefix):]] = value.detach().float() if value.is_floating_point() else value
-    if not out:
-        raise ConfigError(f"{path} holds no tensors under {prefix!r} (first keys: {list(state)[:3]})")
-    return out
-
-
-def load_policy(ckpt_path, model, tag: str | None = None):
-    """Load the checkpoint's policy into `model` (same architecture); every tensor must match."""
-    state = policy_state_dict(ckpt_path, tag=tag)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    aliases: dict[int, list[str]] = {}  # tied weights (GPT-2's LM head) appear under one name only
-    for key, param in model.named_parameters(remove_duplicate=False):
-        aliases.setdefault(id(param), []).append(key)
-    covered = {k for keys in aliases.values() if any(x in state for x in keys) for k in keys}
-    missing = [k for k in missing if k not in covered]
-    if missing or unexpected:
-        raise ConfigError(f"{ckpt_path}: the policy in the checkpoint does not fit the model: missing "
-                          f"{missing[:3]}{'...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}")
-    return model
 
 
 def trained_policy(trainer, module, last_ckpt, new_model):
@@ -307,42 +247,6 @@ def trained_policy(trainer, module, last_ckpt, new_model):
     device."""
     if not is_deepspeed(trainer.strategy):
         return module.policy
+    from alignlab.checkpoints import load_policy
+
     return load_policy(last_ckpt, new_model()).to(trainer.strategy.root_device)
-
-
-def convert(ckpt_path, out_dir, like, dtype: str = "float32", tag: str | None = None) -> Path:
-    """Write the checkpoint's policy as an HF directory: the architecture (config.json) and the tokenizer come from
-    `like` (the run's policy/ dir, its start model dir, or a hub id)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from alignlab.models import torch_dtype
-
-    config = AutoConfig.from_pretrained(str(like))
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    load_policy(ckpt_path, model, tag=tag).to(torch_dtype(dtype))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    try:
-        AutoTokenizer.from_pretrained(str(like)).save_pretrained(out)
-    except (OSError, ValueError):
-        print(f"note: {like} has no tokenizer; {out} holds the weights and config only")
-    return out
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m alignlab.strategies", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("convert", help="checkpoint (Lightning .ckpt file or DeepSpeed directory) -> HF directory")
-    c.add_argument("checkpoint", help="e.g. <run>/checkpoints/last.ckpt (a directory under DeepSpeed)")
-    c.add_argument("out_dir")
-    c.add_argument("--like", required=True, help="HF dir or hub id giving config.json and the tokenizer")
-    c.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
-    c.add_argument("--tag", default=None, help="DeepSpeed checkpoint tag (default: the 'latest' file)")
-    args = parser.parse_args(argv)
-    out = convert(args.checkpoint, args.out_dir, args.like, args.dtype, args.tag)
-    print(f"wrote {out}")
-
-
-if __name__ == "__main__":
-    main()
