@@ -16,3 +16,18 @@ class DataError(UserError, ValueError):
 
 class ModelLoadError(UserError, OSError):
     """A model or tokenizer cannot be loaded; the message names the config key and the path."""
+
+
+def instantiate(config, *args, **kwargs):
+    """hydra.utils.instantiate, except that a UserError raised by the target's constructor (a ConfigError naming a
+    method.* or merge.* key, say) comes out as itself, not wrapped in Hydra's InstantiationException, so the entry
+    point prints its message and exits with code 2."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
+
+    try:
+        return hydra_instantiate(config, *args, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, UserError):
+            raise err.__cause__ from None
+        raise

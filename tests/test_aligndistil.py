@@ -78,12 +78,13 @@ def test_gradients_reach_only_the_student():
                                     "num_attention_heads": 2, "intermediate_size": 32, "vocab_size": 11,
                                     "max_position_embeddings": 32}, seed=seed)
 
-    module = AlignDistil(tiny(0), models.freeze(tiny(0)), models.freeze(tiny(1)), models.freeze(tiny(2)))
+    module = AlignDistil(tiny(0), dpo_model=models.freeze(tiny(1)), reverse_model=models.freeze(tiny(2)))
     batch = {"input_ids": torch.tensor([[1, 2, 3, 4, 5]]), "attention_mask": torch.ones(1, 5, dtype=torch.long),
              "labels": torch.tensor([[-100, -100, 3, 4, 5]])}
     loss, metrics = module.loss_and_metrics(batch)
     loss.backward()
     assert loss.item() > 0
     assert all(p.grad is not None for p in module.policy.parameters() if p.requires_grad)
-    for frozen in (module.reference, module.dpo_model, module.reverse_model):
+    for frozen in (module.dpo_model, module.reverse_model):
         assert all(p.grad is None and not p.requires_grad for p in frozen.parameters())
+    assert module.reference is None  # the adaptive teacher needs no reference: none is kept in memory

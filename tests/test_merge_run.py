@@ -1,4 +1,4 @@
-"""Merging inside a run (merge=average|hma|ondare|onties) and as its own stage (stage=merge)."""
+"""Merging inside a run (merge=average|hma|ondare|onties) and alone, without training (mode=merge)."""
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -34,7 +34,7 @@ def test_average_after_training_is_the_convex_combination(averaged):
 
 def test_merge_stage_alone_learns_hma_ratios_with_mean_alpha(averaged, tmp_path):
     results, _ = averaged
-    alone = run(compose_config(tmp_path, ["experiment=smoke", "stage=merge", "merge=hma", "merge.alpha=0.5",
+    alone = run(compose_config(tmp_path, ["experiment=smoke", "mode=merge", "merge=hma", "merge.alpha=0.5",
                                           "merge.lr=0.1", "merge.top=32", "merge.n_keep=24", "eval.n_prompts=8",
                                           f"merge.aligned={results['policy_dir']}", f"merge.pre={results['pre_dir']}"]))
     ratios = [alone["metrics"][f"merge/ratio_{k}"] for k in (1, 2, 3)]
@@ -42,9 +42,9 @@ def test_merge_stage_alone_learns_hma_ratios_with_mean_alpha(averaged, tmp_path)
     assert (tmp_path / "merged" / "model.safetensors").exists() and "eval/reward" in alone["metrics"]
 
 
-def test_given_hma_ratios_in_the_merge_stage(averaged, tmp_path):
+def test_given_hma_ratios_in_merge_mode(averaged, tmp_path):
     results, _ = averaged
-    alone = run(compose_config(tmp_path, ["experiment=smoke", "stage=merge", "merge=hma", "merge.alpha=0.5",
+    alone = run(compose_config(tmp_path, ["experiment=smoke", "mode=merge", "merge=hma", "merge.alpha=0.5",
                                           "merge.block_ratios=[0.2,0.5,0.8]", "eval.enabled=false",
                                           f"merge.aligned={results['policy_dir']}", f"merge.pre={results['pre_dir']}"]))
     assert [alone["metrics"][f"merge/ratio_{k}"] for k in (1, 2, 3)] == [0.2, 0.5, 0.8]

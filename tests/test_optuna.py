@@ -87,7 +87,7 @@ def test_hma_search_space():
     # test_hma_trial_composes_into_a_valid_merge_config checks what a job makes of it)
     assert all(f"hma_ratios.b{k}" in fixed["merge.block_ratios"] for k in (1, 2, 3))
     assert fixed["optimized_metric"] == "[eval/reward,tax/ppl_ratio]"
-    assert (fixed["stage"], fixed["eval"]) == ("merge", "tax")
+    assert (fixed["mode"], fixed["eval"]) == ("merge", "tax")
     assert "merge" not in fixed  # merge=hma goes on the command line (merge.aligned/pre are checked against it)
 
 
@@ -117,7 +117,7 @@ def test_hma_trial_composes_into_a_valid_merge_config(seed):
     cfg = compose_job([*overrides, "merge=hma", "merge.aligned=/x/policy", "merge.pre=/x/pre"])
     ratios = [params[f"+hma_ratios.b{k}"] for k in (1, 2, 3)]
     assert OmegaConf.to_container(cfg.merge, resolve=True)["block_ratios"] == pytest.approx(ratios)
-    assert cfg.merge.name == "hma" and cfg.merge.num_blocks == 3 and cfg.stage == "merge"
+    assert cfg.merge.name == "hma" and cfg.merge.num_blocks == 3 and cfg.mode == "merge"
     assert cfg.eval.tax.enabled is True
     assert list(cfg.optimized_metric) == ["eval/reward", "tax/ppl_ratio"]
     merger = instantiate(cfg.merge)  # what run() checks first: the plug-in validates its settings when built
@@ -169,7 +169,7 @@ def main(cfg):
     metrics = {"eval/reward": 1 - math.exp(-5 * beta) + mean, "eval/kl": 2 * beta,
                "tax/ppl_ratio": 1 + sum(r * r for r in ratios or [])}
     out = Path(HydraConfig.get().runtime.output_dir)
-    record = {"beta": beta, "ratios": ratios, "stage": cfg.stage, "merge": cfg.merge.name,
+    record = {"beta": beta, "ratios": ratios, "mode": cfg.mode, "merge": cfg.merge.name,
               "tax": cfg.eval.tax.enabled, "keys": OmegaConf.to_container(cfg.optimized_metric)}
     (out / "record.json").write_text(json.dumps(record))
     if cfg.fail_job == HydraConfig.get().job.num:
@@ -187,7 +187,7 @@ FAKE_CONFIGS = {
           - _self_
           - merge: none
           - eval: default
-        stage: all
+        mode: train
         method:
           beta: 0.1
         optimized_metric: eval/reward
@@ -242,7 +242,7 @@ def test_two_trial_multirun_hma_with_a_failed_trial(tmp_path):
     proc, sweep_dir = run_fake_multirun(tmp_path, "nsga2_hma", "merge=hma", "fail_job=0")
     jobs = [read_job(sweep_dir, n) for n in (0, 1)]
     for j in jobs:
-        assert j["stage"] == "merge" and j["merge"] == "hma" and j["tax"] is True
+        assert j["mode"] == "merge" and j["merge"] == "hma" and j["tax"] is True
         assert len(j["ratios"]) == 3 and all(0.0 <= r <= 1.0 for r in j["ratios"])
         assert j["keys"] == ["eval/reward", "tax/ppl_ratio"]
     assert "Failed experiment" in proc.stdout + proc.stderr  # job 0 returned None: FAIL, and the sweep went on

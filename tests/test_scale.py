@@ -172,7 +172,7 @@ def test_frozen_reference_is_in_no_optimizer_group_and_no_checkpoint_under_ddp(d
     assert sum(len(g["params"]) for g in groups) == len(keys)  # exactly the policy's tensors
     # the HF directory converted from last.ckpt by the CLI is the run's saved policy, tensor for tensor
     ckpt = out / "checkpoints" / "last.ckpt"
-    proc = subprocess.run([sys.executable, "-m", "alignlab.strategies", "convert", str(ckpt), str(tmp_path / "hf"),
+    proc = subprocess.run([sys.executable, "-m", "alignlab.checkpoints", "convert", str(ckpt), str(tmp_path / "hf"),
                            "--like", str(out / "policy")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     converted, saved = load_file(str(tmp_path / "hf" / "model.safetensors")), weights(out)
@@ -309,7 +309,7 @@ def test_offloading_recipes_get_deepspeeds_cpu_adam(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 @pytest.mark.parametrize("trainer", DEEPSPEED)
 def test_deepspeed_without_cuda_is_refused_with_a_way_out(trainer, tmp_path):
-    from alignlab.strategies import check_trainer_config
+    from alignlab.pipeline.validate import validate as check_trainer_config
 
     with pytest.raises(ConfigError, match="DeepSpeedStrategy runs only on CUDA GPUs") as err:
         check_trainer_config(compose_config(tmp_path, [f"trainer={trainer}"]))
@@ -319,7 +319,7 @@ def test_deepspeed_without_cuda_is_refused_with_a_way_out(trainer, tmp_path):
 @pytest.mark.parametrize("merge", ["ondare", "onties"])
 @pytest.mark.parametrize("trainer", ["deepspeed_zero1", "deepspeed_zero3_offload"])
 def test_online_merging_with_deepspeed_is_refused(merge, trainer, tmp_path):
-    from alignlab.strategies import check_trainer_config
+    from alignlab.pipeline.validate import validate as check_trainer_config
 
     with pytest.raises(ConfigError, match=f"merge={merge}.*cannot run with") as err:
         check_trainer_config(compose_config(tmp_path, [f"trainer={trainer}", f"merge={merge}"]))
@@ -329,7 +329,7 @@ def test_online_merging_with_deepspeed_is_refused(merge, trainer, tmp_path):
 def test_on_policy_sampling_under_multi_gpu_zero3_is_refused(tmp_path, monkeypatch):
     """HF generate stops when every sequence of *this* rank hit EOS; under ZeRO-3 each forward all-gathers the
     layers with the other ranks, so ranks that stop early would leave the others waiting."""
-    from alignlab.strategies import check_trainer_config
+    from alignlab.pipeline.validate import validate as check_trainer_config
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
@@ -343,7 +343,7 @@ def test_on_policy_sampling_under_multi_gpu_zero3_is_refused(tmp_path, monkeypat
 
 
 def test_more_devices_than_the_machine_has_is_refused(tmp_path, monkeypatch):
-    from alignlab.strategies import check_trainer_config
+    from alignlab.pipeline.validate import validate as check_trainer_config
 
     def check(*overrides):
         check_trainer_config(compose_config(tmp_path, list(overrides)))
@@ -368,7 +368,7 @@ def test_more_devices_than_the_machine_has_is_refused(tmp_path, monkeypatch):
 
 
 def test_slurm_tasks_per_node_must_equal_devices(tmp_path, monkeypatch):
-    from alignlab.strategies import check_trainer_config
+    from alignlab.pipeline.validate import validate as check_trainer_config
 
     for key, value in {"SLURM_NTASKS": "8", "SLURM_NTASKS_PER_NODE": "4", "SLURM_NNODES": "2",
                        "SLURM_JOB_NAME": "sweep"}.items():
@@ -382,7 +382,7 @@ def test_slurm_tasks_per_node_must_equal_devices(tmp_path, monkeypatch):
 
 
 def test_resuming_a_checkpoint_of_the_other_kind_is_refused(tmp_path):
-    from alignlab.strategies import check_trainer_config
+    from alignlab.pipeline.validate import validate as check_trainer_config
 
     (tmp_path / "checkpoints" / "last.ckpt").mkdir(parents=True)  # what DeepSpeed writes: a directory of shards
     with pytest.raises(ConfigError, match="is a DeepSpeed checkpoint directory"):
@@ -391,10 +391,6 @@ def test_resuming_a_checkpoint_of_the_other_kind_is_refused(tmp_path):
 
 
 def test_the_entry_point_reports_trainer_errors_before_training(tmp_path):
-    import alignlab.run
-
-    if "check_trainer_config" not in Path(alignlab.run.__file__).read_text():
-        pytest.skip("run.py does not call alignlab.strategies.check_trainer_config yet")
     if torch.cuda.is_available():
         pytest.skip("checks the refusal on a machine without CUDA")
     proc = cli(tmp_path, ["trainer=deepspeed_zero2"], timeout=120)
@@ -495,7 +491,7 @@ def test_zero3_shards_frozen_models_saves_only_the_policy_and_converts_to_hf(tmp
     policy_numel, frozen_numel = facts[0]["policy_numel"], facts[0]["frozen_numel"]
     assert policy_numel <= fp32 < policy_numel + frozen_numel // 2  # master weights of the policy only (+ padding)
 
-    convert = subprocess.run([sys.executable, "-m", "alignlab.strategies", "convert", str(tmp_path / "last.ckpt"),
+    convert = subprocess.run([sys.executable, "-m", "alignlab.checkpoints", "convert", str(tmp_path / "last.ckpt"),
                               str(tmp_path / "hf"), "--like", str(hf)], cwd=REPO, env=env, capture_output=True,
                              text=True, timeout=120)
     assert convert.returncode == 0, convert.stderr[-3000:]
@@ -509,7 +505,7 @@ def test_zero3_shards_frozen_models_saves_only_the_policy_and_converts_to_hf(tmp
 
 
 def test_converting_a_checkpoint_without_the_policy_says_so(tmp_path):
-    from alignlab.strategies import policy_state_dict
+    from alignlab.checkpoints import policy_state_dict
 
     torch.save({"state_dict": {"reference.w": torch.zeros(2)}}, tmp_path / "x.ckpt")
     with pytest.raises(ConfigError, match="no tensors under 'policy.'"):

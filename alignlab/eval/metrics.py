@@ -14,6 +14,7 @@ import torch
 
 from alignlab.data.tokenize import PreferenceCollator, collate_sequences
 from alignlab.sampling import sample_completions
+from alignlab.forward import device_of, logits_of, response_logps, to_device
 from alignlab.losses import sequence_logps, shift_for_next_token, token_entropy
 
 
@@ -22,14 +23,9 @@ def _batches(items: list, size: int):
         yield items[start:start + size]
 
 
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _forward(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    batch = {k: v.to(_device(model)) for k, v in batch.items() if torch.is_tensor(v)}
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-    return shift_for_next_token(logits, batch["labels"])
+def logratio_score(policy_logps, ref_logps, n_tokens):
+    """The implicit reward of reference-based objectives, up to a positive factor: log pi(y) - log ref(y)."""
+    return policy_logps - ref_logps
 
 
 @torch.no_grad()
@@ -39,10 +35,11 @@ def sample_statistics(policy, reference, samples: list[dict], pad_token_id: int,
     for chunk in _batches(samples, batch_size):
         batch = collate_sequences([s["prompt_ids"] for s in chunk], [s["completion_ids"] for s in chunk],
                                   pad_token_id)
-        logits, labels = _forward(policy, batch)
+        batch = to_device(batch, device_of(policy))
+        logits, labels = shift_for_next_token(logits_of(policy, batch), batch["labels"])
         policy_logps, n_tokens = sequence_logps(logits, labels)
         entropy, _ = token_entropy(logits, labels)
-        ref_logps, _ = sequence_logps(*_forward(reference, batch))
+        ref_logps, _ = response_logps(reference, to_device(batch, device_of(reference)))
         kls += (policy_logps - ref_logps).tolist()
         entropy_sum += entropy.sum().item()
         tokens += n_tokens.sum().item()
@@ -51,14 +48,15 @@ def sample_statistics(policy, reference, samples: list[dict], pad_token_id: int,
 
 @torch.no_grad()
 def preference_accuracy(policy, reference, pairs: list[dict], pad_token_id: int, batch_size: int,
-                        preference_score) -> float:
+                        preference_score=None) -> float:
     """pairs: tokenised {prompt_ids, chosen_ids, rejected_ids}; preference_score(policy_logps, ref_logps,
-    n_tokens) is the method's implicit reward."""
+    n_tokens) is the method's implicit reward (None: the log-ratio log pi(y) - log ref(y))."""
+    preference_score = preference_score or logratio_score
     collate, correct = PreferenceCollator(pad_token_id), 0
     for chunk in _batches(pairs, batch_size):
         batch = collate(chunk)
-        policy_logps, n_tokens = sequence_logps(*_forward(policy, batch))
-        ref_logps, _ = sequence_logps(*_forward(reference, batch))
+        policy_logps, n_tokens = response_logps(policy, to_device(batch, device_of(policy)))
+        ref_logps, _ = response_logps(reference, to_device(batch, device_of(reference)))
         score = preference_score(policy_logps, ref_logps, n_tokens)
         b = len(chunk)
         correct += (score[:b] > score[b:]).sum().item()
@@ -66,7 +64,7 @@ def preference_accuracy(policy, reference, pairs: list[dict], pad_token_id: int,
 
 
 def evaluate(policy, reference, tokenizer, reward, prompts: list[str], val_pairs: list[dict], eval_cfg,
-             preference_score, seed: int = 0) -> tuple[dict, list[dict]]:
+             preference_score=None, seed: int = 0) -> tuple[dict, list[dict]]:
     """Returns the flat `eval/*` metrics and the policy's scored samples."""
     settings = dict(max_new_tokens=eval_cfg.max_new_tokens, temperature=eval_cfg.temperature, top_p=eval_cfg.top_p,
                     batch_size=eval_cfg.batch_size, seed=seed)

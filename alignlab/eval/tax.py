@@ -26,13 +26,9 @@ import torch
 
 from alignlab.data.probe import generate_out_of_task_texts, review_probe_items
 from alignlab.data.tokenize import collate_sequences, encode
-from alignlab.losses import sequence_logps, shift_for_next_token
+from alignlab.forward import device_of, response_logps, to_device
 
 __all__ = ["alignment_tax", "continuation_logps", "lm_eval_scores", "perplexity", "probe_scores"]
-
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
 
 
 class _EvalMode:
@@ -52,14 +48,11 @@ def _summed_logps(model, prompts: list[list[int]], responses: list[list[int]], p
                   batch_size: int) -> tuple[list[float], list[float]]:
     logps, counts = [], []
     with _EvalMode(model):
-        device = _device(model)
+        device = device_of(model)
         for start in range(0, len(prompts), batch_size):
             batch = collate_sequences(prompts[start:start + batch_size], responses[start:start + batch_size],
                                       pad_token_id)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           use_cache=False).logits
-            lp, n = sequence_logps(*shift_for_next_token(logits, batch["labels"]))
+            lp, n = response_logps(model, to_device(batch, device))
             logps += lp.double().tolist()
             counts += n.tolist()
     return logps, counts

@@ -6,7 +6,7 @@ these hooks; it never asks which merge it holds:
 
 * :meth:`Merge.check_trainer` before anything is built;
 * :meth:`Merge.optimizer_factory` when the alignment module is built (online merges replace AdamW);
-* :meth:`Merge.merge` after training, or alone in ``stage=merge``, when :attr:`Merge.posthoc` is true.
+* :meth:`Merge.merge` after training, or alone in ``mode=merge``, when :attr:`Merge.posthoc` is true.
 
 Adding a merge is one subclass (in :mod:`alignlab.merge.plugins` or anywhere importable) plus one YAML file.
 """
@@ -28,7 +28,7 @@ class Merge:
 
     The base class is merge=none: the trained policy is the result."""
 
-    posthoc: bool = False  # True: merge() runs after training (and in stage=merge)
+    posthoc: bool = False  # True: merge() runs after training (and in mode=merge)
     aligned: str | None = None  # post-hoc merges: the given aligned checkpoint dir (None = this run's policy)
     pre: str | None = None  # post-hoc merges: the given pre-alignment dir (None = this run's start model)
 

@@ -10,14 +10,18 @@ student for each prompt of the batch, every step.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
+from alignlab import strategies
 from alignlab.data.tokenize import IGNORE_INDEX, collate_sequences
 from alignlab.errors import ConfigError
 from alignlab.sampling import generate_from_ids
 from alignlab.losses import TEACHERS, aligndistil_loss, shift_for_next_token
 from alignlab.forward import logits_at_positions, logits_of
 from alignlab.methods.base import AlignmentModule, check_positive
+from alignlab.methods.frozen import REFERENCE, FrozenModel, Training
 
 MODES = ("off_policy", "on_policy")
 
@@ -33,30 +37,58 @@ def packed_logps(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor
     return out
 
 
+def default_r(mode: str) -> float:
+    """r when method.r is null: METHODS.md's convention, 20 off-policy and 30 on-policy (TVD with the 1/2 factor)."""
+    return 20.0 if mode == "off_policy" else 30.0
+
+
 class AlignDistil(AlignmentModule):
     batch_kind = "sequences"
+    needs_reference = False       # only the dpo_ref teacher uses the reference (frozen_models declares it)
     frozen = ("reference", "dpo_model", "reverse_model")
-    teachers = {"dpo_model": "dpo", "reverse_model": "reverse"}  # run.py loads them, or trains them (cached)
+    frozen_settings = ("dpo_model", "reverse_model", "teacher_dtype", "teacher_training")
+    inspect_signal = "alpha"
 
-    def __init__(self, policy, reference, dpo_model, reverse_model=None, teacher: str = "adaptive",
+    @classmethod
+    def frozen_models(cls, settings) -> dict[str, FrozenModel]:
+        """The DPO model (method.dpo_model, else DPO with beta0 trained from the start model) and the reverse-DPO
+        model (method.reverse_model, else the same DPO on swapped preferences); for the dpo_ref teacher the
+        reference instead of the reverse model (METHODS.md section 3)."""
+        training = settings["teacher_training"]
+        dpo = Training("teacher-dpo", {"_target_": "alignlab.methods.dpo.DPO", "beta": settings["beta0"],
+                                       "optim": training["optim"]}, training["max_epochs"])
+        declared = {"dpo_model": FrozenModel(settings["dpo_model"], dpo, settings["teacher_dtype"])}
+        if settings["teacher"] == "dpo_ref":
+            return {"reference": REFERENCE, **declared}
+        reverse = replace(dpo, stage="teacher-reverse", swap_preferences=True)
+        return {**declared, "reverse_model": FrozenModel(settings["reverse_model"], reverse, settings["teacher_dtype"])}
+
+    @classmethod
+    def check_trainer(cls, settings, trainer_cfg) -> None:
+        if settings.get("mode") == "on_policy":
+            strategies.check_sampling_during_training(trainer_cfg, "method.mode=on_policy")
+
+    def __init__(self, policy, reference=None, dpo_model=None, reverse_model=None, teacher: str = "adaptive",
                  beta: float = 0.1, beta0: float = 0.1, r: float | None = None, eps: float = 1e-3,
                  mode: str = "off_policy", responses: str = "chosen", max_new_tokens: int = 64,
-                 temperature: float = 1.0, top_p: float = 1.0, chunk_size: int = 1024,
-                 teacher_dtype: str = "float32", teacher_training=None, **kwargs):
-        # teacher_dtype and teacher_training are read by run.py, which loads or trains the teachers
+                 temperature: float = 1.0, top_p: float = 1.0, chunk_size: int = 1024, **kwargs):
         super().__init__(policy, reference, **kwargs)
         if teacher not in TEACHERS:
             raise ConfigError(f"method.teacher={teacher!r} is not one of {list(TEACHERS)}")
         if mode not in MODES:
             raise ConfigError(f"method.mode={mode!r} is not one of {list(MODES)}")
         check_positive(beta=beta, beta0=beta0)
-        if teacher != "dpo_ref" and reverse_model is None:
-            raise ConfigError(f"method.teacher={teacher} needs a reverse-DPO model (method.reverse_model)")
+        if dpo_model is None:
+            raise ConfigError("AlignDistil needs a DPO model (method.dpo_model)")
+        other, key = (reference, "a reference model") if teacher == "dpo_ref" else \
+            (reverse_model, "a reverse-DPO model (method.reverse_model)")
+        if other is None:
+            raise ConfigError(f"method.teacher={teacher} needs {key}")
         self.dpo_model = dpo_model
         self.reverse_model = reverse_model if teacher != "dpo_ref" else None
-        if r is None:  # METHODS.md convention: 20 off-policy, 30 on-policy (TVD with the 1/2 factor)
-            r = 20.0 if mode == "off_policy" else 30.0
-        self.teacher, self.beta, self.beta0, self.r, self.eps = teacher, beta, beta0, r, eps
+        self.reference = reference if teacher == "dpo_ref" else None
+        self.teacher, self.beta, self.beta0, self.eps = teacher, beta, beta0, eps
+        self.r = default_r(mode) if r is None else r
         self.mode, self.responses = mode, responses
         self.sampling = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
         self.chunk_size = chunk_size

@@ -1,8 +1,11 @@
-"""The shared LightningModule: a trainable policy, an optional frozen reference, and an optimizer.
+"""The shared LightningModule: a trainable policy, optional frozen models, and an optimizer.
 
 Subclasses only say how a batch becomes a loss (`loss_and_metrics`), using the pure functions of
-alignlab.losses. Frozen models are attributes (so Lightning strategies move and shard them) but are in no
-optimizer parameter group and are removed from every training checkpoint.
+alignlab.losses, and declare what the pipeline must give them: the frozen models (`frozen_models`), the rows they
+train on (`batch_kind`, `responses`), and any trainer they cannot run under (`check_trainer`). Frozen models are
+attributes (so Lightning strategies move and shard them) but are in no optimizer parameter group and are removed
+from every training checkpoint. The optimizer comes from `optimizer_factory` (AdamW unless a merge plug-in gives
+an online merging optimizer).
 """
 from __future__ import annotations
 
@@ -12,7 +15,9 @@ from transformers import get_scheduler
 
 from alignlab import strategies
 from alignlab.errors import ConfigError
+from alignlab.data.rows import as_sequences
 from alignlab.forward import response_logps
+from alignlab.methods.frozen import REFERENCE, FrozenModel
 
 SCHEDULERS = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
 
@@ -24,23 +29,47 @@ def check_positive(**values) -> None:
             raise ConfigError(f"method.{key}={value} must be > 0")
 
 
+def adamw_factory(named_groups: list[dict], lr: float, strategy) -> torch.optim.Optimizer:
+    """The default optimizer: AdamW over the policy's parameter groups (see strategies.adamw)."""
+    return strategies.adamw(strategy, [{**g, "params": [p for _, p in g["params"]]} for g in named_groups], lr=lr)
+
+
 class AlignmentModule(L.LightningModule):
     batch_kind = "pairs"          # "pairs": 2B rows, chosen then rejected; "sequences": SFT rows
+    responses = "chosen"          # sequence objectives: the responses of the pairs they train on (chosen | both)
     needs_reference = True
     frozen = ("reference",)       # attribute names of frozen models, kept out of optimizers and checkpoints
+    frozen_settings: tuple[str, ...] = ()  # method.* keys that describe frozen models, not constructor arguments
+    inspect_signal = "logratio"   # the token-level signal `python -m alignlab.inspect` shows by default
 
-    def __init__(self, policy, reference=None, optim: dict | None = None, name: str | None = None, tokenizer=None):
+    def __init__(self, policy, reference=None, optim: dict | None = None, name: str | None = None, tokenizer=None,
+                 optimizer_factory=None):
         super().__init__()
         self.tokenizer = tokenizer  # for methods that generate (on-policy); not a module, never checkpointed
         if self.needs_reference and reference is None:
             raise ConfigError(f"method {name or type(self).__name__} needs a reference model")
         self.policy = policy
-        self.reference = reference if self.needs_reference else None
+        self.reference = reference
+        self.optimizer_factory = optimizer_factory or adamw_factory
         self.optim = {"lr": 1e-5, "weight_decay": 0.0, "warmup_ratio": 0.1, "scheduler": "constant", **(optim or {})}
         if self.optim["scheduler"] not in SCHEDULERS:
             raise ConfigError(f"method.optim.scheduler={self.optim['scheduler']!r} is not one of {sorted(SCHEDULERS)}")
         self.method_name = name or type(self).__name__.lower()
         self.strict_loading = False  # checkpoints hold the policy only; on_load_checkpoint checks it is complete
+
+    # ---- what a subclass declares to the pipeline ----------------------------------------------------------
+    @classmethod
+    def frozen_models(cls, settings) -> dict[str, FrozenModel]:
+        """The frozen models this objective needs, by constructor argument (METHODS.md: the reference)."""
+        return {"reference": REFERENCE} if cls.needs_reference else {}
+
+    @classmethod
+    def check_trainer(cls, settings, trainer_cfg) -> None:
+        """Raise a ConfigError for a trainer this objective cannot run under (before anything is built)."""
+
+    def training_rows(self, pairs: list[dict]) -> list[dict]:
+        """The rows this objective trains on, from preference pairs: the pairs, or their responses as sequences."""
+        return as_sequences(pairs, self.responses) if self.batch_kind == "sequences" else pairs
 
     # ---- what a subclass provides -------------------------------------------------------------------------
     def loss_and_metrics(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -76,11 +105,6 @@ class AlignmentModule(L.LightningModule):
     def trainable_parameters(self):
         return [p for p in self.policy.parameters() if p.requires_grad]
 
-    def use_online_merging(self, merge: dict, base_state_dict: dict) -> None:
-        """merge=ondare|onties: the optimizer merges each update with the task vector theta_policy - theta_base.
-        Plain attributes, so the base weights never enter a checkpoint; released once tau is computed."""
-        self.online_merge, self.merge_base = merge, base_state_dict
-
     def configure_optimizers(self):
         decay, no_decay = [], []
         for name, p in self.policy.named_parameters():
@@ -88,22 +112,7 @@ class AlignmentModule(L.LightningModule):
                 (no_decay if p.ndim < 2 else decay).append((name, p))  # no decay on biases and norms
         groups = [{"params": decay, "weight_decay": self.optim["weight_decay"]},
                   {"params": no_decay, "weight_decay": 0.0}]
-        merge = getattr(self, "online_merge", None)
-        if merge is not None:
-            from alignlab.merge.online import build_online_optimizer, check_strategy
-
-            check_strategy(self.trainer.strategy)
-            # the base state dict is keyed like the policy's own named_parameters()
-            optimizer = build_online_optimizer(merge["name"], groups, self.merge_base, lr=self.optim["lr"],
-                                               p=merge["p"], a=merge["a"], rescale=merge["rescale"],
-                                               step_k=merge["step_k"], seed=merge["seed"],
-                                               sign_election=merge.get("sign_election", "weighted"))
-            self.merge_base = None  # tau is computed: the base model is released
-        else:
-            # torch AdamW; DeepSpeedCPUAdam when DeepSpeed offloads the optimizer (it refuses a torch optimizer there)
-            optimizer = strategies.adamw(self.trainer.strategy,
-                                         [{**g, "params": [p for _, p in g["params"]]} for g in groups],
-                                         lr=self.optim["lr"])
+        optimizer = self.optimizer_factory(groups, self.optim["lr"], self.trainer.strategy)
         total = self.trainer.datamodule.optimizer_steps(self.trainer)
         scheduler = get_scheduler(SCHEDULERS[self.optim["scheduler"]], optimizer,
                                   num_warmup_steps=int(self.optim["warmup_ratio"] * total), num_training_steps=total)

@@ -24,6 +24,7 @@ DEFAULT_ALPHA = 0.5  # the paper's TDPO2 default
 
 
 class TDPO(AlignmentModule):
+    inspect_signal = "kl"         # KL_t, the per-token term of the sequential KL
     def __init__(self, policy, reference, beta: float = 0.1, alpha: float | None = None, variant: str = "tdpo2",
                  chunk_size: int = 1024, **kwargs):
         super().__init__(policy, reference, **kwargs)

@@ -3,7 +3,7 @@
 
 For every (model, method, trainer) it trains --steps optimizer steps of the method's LightningModule
 (alignlab.methods: DPO, TDPO2, AlignDistil) with the Lightning Trainer that `trainer=<name>` builds in a real run
-(alignlab.run.make_trainer on the composed config, devices=1), on random-init models of the exact architecture of
+(alignlab.pipeline.fit.make_trainer on the composed config, devices=1), on random-init models of the exact architecture of
 conf/model/<model>.yaml (alignlab.models.build_random): the policy, a frozen reference, and for AlignDistil two
 frozen random-init teachers (the DPO and reverse-DPO models). Batches are random token ids: --pairs pairs per
 device of --seq-len tokens each (prompt T//2, response T - T//2), i.e. 2P sequences for DPO/TDPO2 and P sequences
@@ -148,9 +148,10 @@ def build_module(cfg, args, device):
     import copy
 
     import torch
-    from hydra.utils import get_class, instantiate
+    from hydra.utils import get_class
 
     from alignlab import models, strategies
+    from alignlab.pipeline.fit import build_module as method_module
 
     arch = architecture(cfg, args.arch_override)
     with torch.device(device):  # random init directly on the device: minutes faster for billions of parameters
@@ -166,17 +167,12 @@ def build_module(cfg, args, device):
                     p.add_(torch.randn(p.shape, generator=gen, device=device, dtype=p.dtype), alpha=1e-3)
         return models.freeze(model)
 
-    method_cls = get_class(cfg.method._target_)
-    reference = frozen_copy(None) if method_cls.needs_reference else None
-    teachers = {key: frozen_copy(i + 1) for i, key in enumerate(getattr(method_cls, "teachers", {}))}
-    if cfg.method.get("teacher") == "dpo_ref":
-        teachers.pop("reverse_model", None)
+    # the frozen models the method declares, each a distinct random copy (their values do not change the cost)
+    declared = get_class(cfg.method._target_).frozen_models(cfg.method)
+    frozen = {key: frozen_copy(None if key == "reference" else i + 1) for i, key in enumerate(declared)}
     strategies.activation_checkpointing(policy, args.activation_checkpointing)  # as run.py does for the policy
-    module = instantiate(cfg.method, policy=policy, reference=reference, tokenizer=None, **teachers, _convert_="all")
-    if type(module).__name__ == "AlignDistil":
-        forwards = [module.dpo_model, module.other_model]
-    else:
-        forwards = [module.reference] if module.reference is not None else []
+    module = method_module(cfg.method, policy, frozen, tokenizer=None)
+    forwards = [getattr(module, key) for key in frozen]
     rows = args.pairs * (2 if module.batch_kind == "pairs" else 1)
     return module, forwards, rows, arch
 
@@ -225,7 +221,7 @@ def run_one(job: dict, args) -> dict:
     import lightning as L
     import torch
 
-    from alignlab.run import make_trainer
+    from alignlab.pipeline.fit import make_trainer
     from alignlab.strategies import is_deepspeed
 
     model, method, trainer_name = job["model"], job["method"], job["trainer"]
@@ -273,7 +269,7 @@ def run_one(job: dict, args) -> dict:
 
     timer = StepTimer()
     with tempfile.TemporaryDirectory(prefix="gpu-bench-") as tmp:
-        trainer = make_trainer(cfg, Path(tmp), loggers=False, callbacks=[timer], enable_checkpointing=False,
+        trainer = make_trainer(cfg.trainer, Path(tmp), loggers=False, callbacks=[timer], enable_checkpointing=False,
                                limit_val_batches=0, num_sanity_val_steps=0, enable_model_summary=False)
         if cuda:
             torch.cuda.synchronize()

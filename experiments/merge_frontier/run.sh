@@ -7,7 +7,7 @@ out=${1:-multirun/merge_frontier}
 python -m alignlab hydra.run.dir="${out}/policy" ${EXTRA:-}
 aligned="${out}/policy/policy"
 pre=$(python -c "import json,sys; print(json.load(open(sys.argv[1]))['pre_dir'])" "${out}/policy/results.json")
-common=(stage=merge eval=tax merge.aligned="${aligned}" merge.pre="${pre}" trainer.enable_progress_bar=false)
+common=(mode=merge eval=tax merge.aligned="${aligned}" merge.pre="${pre}" trainer.enable_progress_bar=false)
 python -m alignlab --multirun "${common[@]}" merge=average merge.alpha=0,0.2,0.4,0.6,0.8,1.0 \
     hydra.sweep.dir="${out}/average"
 # the tiny model needs a larger lr than the paper's 2e-5 for the block ratios to move

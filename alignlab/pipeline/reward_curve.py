@@ -1,4 +1,5 @@
-"""Lightning callbacks that need the run's reward and prompts."""
+"""The reward learning curve: a Lightning callback that samples the policy during training and logs val/reward
+(eval.reward_every_n_steps > 0), and the steps a run needed to reach its final reward."""
 from __future__ import annotations
 
 import statistics
@@ -50,3 +51,21 @@ def steps_to_reach(curve: list[tuple[int, float]], tolerance: float = 0.02) -> i
         return None
     final = curve[-1][1]
     return next(step for step, value in curve if value >= final - tolerance)
+
+
+def from_config(eval_cfg, reward, tokenizer, source, seed: int) -> list[RewardDuringTraining]:
+    """[the callback] when eval.reward_every_n_steps > 0 (on the first eval.curve_prompts held-out prompts), else []."""
+    every = eval_cfg.get("reward_every_n_steps", 0)
+    if not every:
+        return []
+    prompts = source.prompts("test", tokenizer)[: eval_cfg.curve_prompts]
+    return [RewardDuringTraining(reward, tokenizer, prompts, every, eval_cfg.max_new_tokens, eval_cfg.temperature,
+                                 eval_cfg.top_p, eval_cfg.batch_size, seed=seed)]
+
+
+def summary(callbacks: list[RewardDuringTraining]) -> dict[str, float]:
+    """curve/final_reward and curve/steps_to_final_reward of the callbacks' curve ({} without one)."""
+    curve = callbacks[0].curve if callbacks else []
+    if not curve:
+        return {}
+    return {"curve/steps_to_final_reward": float(steps_to_reach(curve)), "curve/final_reward": curve[-1][1]}
