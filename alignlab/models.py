@@ -98,6 +98,23 @@ def check_same_vocabulary(a: PreTrainedModel, b: PreTrainedModel, a_name: str, b
 def check_same_tokenizer(tokenizer, other_dir, name: str, other_name: str) -> None:
     """When `other_dir` carries a tokenizer, it must be the student's: same vocabulary (ids and tokens)."""
     local = Path(str(other_dir)).expanduser()
+def set_dropout(model: PreTrainedModel, p: float) -> PreTrainedModel:
+    """Every dropout of the model at probability p (model.dropout): the nn.Dropout modules, the attention-probability
+    dropout that attention modules read from an `attention_dropout` attribute, and the config's *dropout / *pdrop
+    values (so the saved config says what training used). Whether it acts is the module's train/eval mode."""
+    if not 0.0 <= p < 1.0:
+        raise ConfigError(f"model.dropout={p} must be in [0, 1)")
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+        elif isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = p
+    for key, value in model.config.to_dict().items():
+        if (key.endswith("dropout") or key.endswith("pdrop")) and isinstance(value, float):
+            setattr(model.config, key, p)
+    return model
+
+
     if local.is_dir() and not any((local / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
         return  # weights without a tokenizer: the logits-size check still applies
     try:

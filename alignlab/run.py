@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from alignlab import models, strategies
+from alignlab import models
 from alignlab.data.rows import swap_preferences
 from alignlab.errors import instantiate
 from alignlab.pipeline import fit, frozen, merge, pairs, results, reward_curve, start, tokenizer, validate
@@ -38,8 +38,8 @@ def run(cfg: DictConfig) -> dict:
         rows = {split: swap_preferences(r) for split, r in rows.items()}
 
     L.seed_everything(cfg.seed, workers=True)
-    policy = strategies.activation_checkpointing(start_model.new(), cfg.model.activation_checkpointing)
-    module = fit.build_module(cfg.method, policy, frozen_models, tok, merger.optimizer_factory(start_model.new_base))
+    module = fit.build_module(cfg.method, start_model.trainable(), frozen_models, tok,
+                              merger.optimizer_factory(start_model.new_base))
     data = fit.make_datamodule(cfg.data, tok, module.batch_kind,
                                {split: module.training_rows(r) for split, r in rows.items()}, seed=cfg.seed)
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.logger else []

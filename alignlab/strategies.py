@@ -83,6 +83,13 @@ def offloads_optimizer(strategy) -> bool:
     return offload.get("device") in ("cpu", "nvme")
 
 
+def offloads_optimizer_config(trainer_cfg) -> bool:
+    """Whether a trainer config asks DeepSpeed to run the optimizer on the CPU or NVMe (ZeRO-Offload)."""
+    strategy = _get(trainer_cfg, "strategy", "auto")
+    return strategy_kind(trainer_cfg) == "deepspeed" and not isinstance(strategy, str) and \
+        bool(_get(strategy, "offload_optimizer", False))
+
+
 def adamw(strategy, param_groups: list[dict], lr: float) -> torch.optim.Optimizer:
     """AdamW for the policy's parameter groups: torch's, or DeepSpeed's CPU AdamW (same update rule, a C++ op
     JIT-compiled on first use) when the strategy offloads the optimizer: DeepSpeed raises for a torch optimizer

@@ -11,7 +11,6 @@ from alignlab.data.pairs import read_jsonl
 from alignlab.errors import ConfigError, ModelLoadError
 from alignlab.eval.metrics import preference_accuracy
 from alignlab.methods.aligndistil import AlignDistil
-from alignlab.methods.base import AlignmentModule
 from alignlab.run import run
 from conftest import compose_config
 
@@ -49,7 +48,7 @@ def test_reverse_dpo_ranks_rejected_above_chosen(off_policy):
     reference = models.freeze(AutoModelForCausalLM.from_pretrained(start))
     val = read_jsonl(Path(results["stages"]["pairs"]) / "validation.jsonl")
     pairs = tokenize_rows(tokenizer, val, "pairs", 64, 16, "val")
-    score = AlignmentModule.preference_score
+    score = None  # the log-ratio, as for every reference-based objective
     forward = preference_accuracy(models.freeze(AutoModelForCausalLM.from_pretrained(results["stages"]["dpo_model"])),
                                   reference, pairs, tokenizer.pad_token_id, 64, score)
     reverse = preference_accuracy(models.freeze(AutoModelForCausalLM.from_pretrained(

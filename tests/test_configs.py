@@ -50,7 +50,8 @@ def test_unknown_group_option_lists_the_choices(tmp_path):
 
 # ---- shared blocks: one copy in the config tree, the same values in every composed config ------------------------
 METHODS = sorted(p.stem for p in (Path(CONF_DIR) / "method").glob("*.yaml"))
-ADAMW = {"lr": 3e-4, "weight_decay": 0.0, "warmup_ratio": 0.1, "scheduler": "constant"}
+ADAMW = {"name": "adamw", "lr": 3e-4, "weight_decay": 0.0, "warmup_ratio": 0.1, "warmup_steps": None,
+         "scheduler": "constant"}
 
 
 def container(node):
@@ -71,9 +72,11 @@ def test_every_method_gets_the_shared_optimizer_block(method, tmp_path):
 def test_optimizer_overrides_from_the_command_line_and_presets(method, tmp_path):
     cfg = compose_config(tmp_path, [f"method={method}", "method.optim.lr=1e-3"])
     assert container(cfg.method.optim) == {**ADAMW, "lr": 1e-3}
-    for preset, lr in [("hh_table", 5e-7), ("imdb_frontier_full", 1e-6), ("smoke", 3e-4)]:
+    tdpo_paper = {**ADAMW, "name": "rmsprop", "lr": 5e-6, "warmup_steps": 150}  # the TDPO paper's HH optimisation
+    for preset, optim in [("hh_table", tdpo_paper), ("imdb_frontier_full", {**ADAMW, "lr": 1e-6}),
+                          ("smoke", ADAMW)]:
         cfg = compose_config(tmp_path, [f"experiment={preset}", f"method={method}"])
-        assert container(cfg.method.optim) == {**ADAMW, "lr": lr}, preset
+        assert container(cfg.method.optim) == optim, preset
         if method == "aligndistil":
             assert container(cfg.method.teacher_training.optim) == ADAMW  # presets tune the aligned model only
     if method == "aligndistil":

@@ -54,7 +54,8 @@ def test_preference_collator_shapes_and_masks():
 def test_sequence_collator_masks_prompt():
     tokenizer = CharTokenizer()
     stats = TruncationStats()
-    rows = [tokenize_text(tokenizer, "ab", "c", 8, 8, stats), tokenize_text(tokenizer, "", "de", 8, 8, stats)]
+    rows = [tokenize_text(tokenizer, {"prompt": "ab", "response": "c"}, 8, 8, stats),
+            tokenize_text(tokenizer, {"prompt": "", "response": "de"}, 8, 8, stats)]
     batch = SequenceCollator(0)(rows)
     x = IGNORE_INDEX
     assert batch["input_ids"].tolist() == [[1, 2, 3, 0], [4, 5, 0, 0]]

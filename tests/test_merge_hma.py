@@ -181,7 +181,7 @@ def mean_nll(model, tokenizer, rows) -> float:
     from alignlab.data.tokenize import TruncationStats, collate_sequences, tokenize_text
     from alignlab.losses import sequence_logps, shift_for_next_token
 
-    ex = [tokenize_text(tokenizer, r["prompt"], r["response"], 512, 256, TruncationStats()) for r in rows]
+    ex = [tokenize_text(tokenizer, r, 512, 256, TruncationStats()) for r in rows]
     batch = collate_sequences([e["prompt_ids"] for e in ex], [e["response_ids"] for e in ex], tokenizer.pad_token_id)
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -232,4 +232,6 @@ def test_high_reward_rows_are_the_best_samples(tokenizer):
     policy = neox(0, vocab=len(tokenizer))
     rows = sample_high_reward_rows(policy, tokenizer, LengthReward(), ["The film", "A movie"], top=2,
                                    max_new_tokens=6, num_return_sequences=3)
-    assert len(rows) == 2 and all(set(r) == {"prompt", "response"} for r in rows)
+    assert len(rows) == 2 and all(set(r) == {"prompt", "response", "prompt_ids", "response_ids"} for r in rows)
+    # the sampled token ids travel with the text: a response is learned exactly as sampled (no EOS appended)
+    assert all(r["response"] == tokenizer.decode(r["response_ids"], skip_special_tokens=True) for r in rows)

@@ -158,8 +158,12 @@ def test_top_p_mask_and_ties_consensus_hand_cases():
                                torch.tensor([-0.09, 0.12, 0.03, 0.09, -0.09]))
     # trimming: p = 0.4 keeps the 2 largest entries of each side before the consensus
     torch.testing.assert_close(ties_merge(torch.tensor([0.3, -0.1, 0.2, 0.05, -0.4]),
-                                          torch.tensor([-1.0, 0.5, 0.1, 0.8, 0.0]), 0.4, 0.5),
+                                          torch.tensor([-1.0, 0.5, 0.1, 0.8, 0.0]), 0.4, 0.5, rescale=False),
                                torch.tensor([-0.5, 0.0, 0.0, 0.4, -0.2]))
+    # by default the kept entries are divided by p (unbiased): the same entries, 1/0.4 times larger
+    torch.testing.assert_close(ties_merge(torch.tensor([0.3, -0.1, 0.2, 0.05, -0.4]),
+                                          torch.tensor([-1.0, 0.5, 0.1, 0.8, 0.0]), 0.4, 0.5),
+                               torch.tensor([-0.5, 0.0, 0.0, 0.4, -0.2]) / 0.4)
 
 
 def test_onties_optimizer_hand_case():

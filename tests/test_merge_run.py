@@ -71,3 +71,14 @@ def test_online_merging_optimizers_train(tmp_path, kind):
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     state = ckpt["optimizer_states"][0]["state"]
     assert any("tau" in s for s in state.values())  # the task vector lives in the optimizer state for resume
+
+
+def test_a_policy_merged_with_itself_at_alpha_0_evaluates_as_the_reference(averaged, tmp_path):
+    """The identity check of the evaluation: the merged model is merge.pre itself, so the preference accuracy is a
+    tie everywhere (1/2), the KL is 0, and both sample sets are the same (same reward)."""
+    results, _ = averaged
+    alone = run(compose_config(tmp_path, ["experiment=smoke", "mode=merge", "merge=average", "merge.alpha=0",
+                                          f"merge.aligned={results['policy_dir']}",
+                                          f"merge.pre={results['policy_dir']}"]))
+    m = alone["metrics"]
+    assert m["eval/pref_accuracy"] == 0.5 and m["eval/kl"] == 0.0 and m["eval/reward"] == m["eval/reward_ref"]

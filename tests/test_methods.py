@@ -148,7 +148,7 @@ def test_simpo_reward_is_beta_times_mean_token_logp(models):
     close(metrics["rewards/chosen"], 2.0 * q["policy"][:3] / q["n"][:3])
     close(metrics["rewards/rejected"], 2.0 * q["policy"][3:] / q["n"][3:])
     # evaluation ranks responses by the same length-normalised log-prob (the reference does not enter)
-    score = SimPO.preference_score(q["policy"], torch.full_like(q["policy"], 123.0), q["n"])
+    score = module.preference_score(q["policy"], torch.full_like(q["policy"], 123.0), q["n"])
     close(score, q["policy"] / q["n"])
 
 

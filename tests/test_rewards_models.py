@@ -105,7 +105,8 @@ def test_pairs_are_labelled_by_classifier_reward(classifier):
     prompt = "The film was"
     completions = [" wonderful.", " awful.", " fine, I guess.", " a masterpiece!"]
     rewards = classifier.score([prompt] * 4, completions)
-    pairs = label_pairs(prompt, completions, rewards)
+    samples = [{"completion": c, "completion_ids": [i], "prompt_ids": [9]} for i, c in enumerate(completions)]
+    pairs = label_pairs(prompt, samples, rewards)
     assert len(pairs) == 6 and len(set(rewards)) == 4
     by_text = dict(zip(completions, rewards))
     for pair in pairs:

@@ -79,13 +79,13 @@ class ResumableDataLoader(DataLoader):
 
 def tokenize_rows(tokenizer, rows: list[dict], kind: str, max_length: int, max_prompt_length: int,
                   where: str) -> list[dict]:
-    """kind 'pairs': {prompt, chosen, rejected} rows; 'sequences': {prompt, response} rows."""
+    """kind 'pairs': {prompt, chosen, rejected} rows; 'sequences': {prompt, response} rows (each may carry the
+    sampled token ids, see alignlab.data.tokenize)."""
     stats = TruncationStats()
     if kind == "pairs":
         out = [tokenize_pair(tokenizer, r, max_length, max_prompt_length, stats) for r in rows]
     else:
-        out = [tokenize_text(tokenizer, r["prompt"], r["response"], max_length, max_prompt_length, stats)
-               for r in rows]
+        out = [tokenize_text(tokenizer, r, max_length, max_prompt_length, stats) for r in rows]
     out = [r for r in out if r is not None]
     log.info("%s: %s", where, stats.summary())
     if not out:

@@ -22,16 +22,32 @@ def row_problem(row: dict) -> str | None:
 
 
 def swap_preferences(rows: list[dict]) -> list[dict]:
-    """Reverse preferences: chosen and rejected exchanged (the 'reverse DPO' model is ordinary DPO on these)."""
-    return [{**row, "chosen": row["rejected"], "rejected": row["chosen"]} for row in rows]
+    """Reverse preferences: chosen and rejected exchanged, with everything that belongs to each (their token ids
+    and rewards). The 'reverse DPO' model is ordinary DPO on these."""
+    def swapped(row: dict) -> dict:
+        out = dict(row)
+        for key in row:
+            if key.startswith("chosen"):
+                other = "rejected" + key[len("chosen"):]
+                out[key], out[other] = row.get(other), row[key]
+        return out
+
+    return [swapped(row) for row in rows]
 
 
 def as_sequences(pairs: list[dict], responses: str = "chosen") -> list[dict]:
-    """Sequence rows from preference pairs: each distinct (prompt, chosen) once, and with responses='both' each
-    distinct rejected response too."""
+    """Sequence rows {prompt, response} (with prompt_ids / response_ids when the pairs carry sampled ids) from
+    preference pairs: each distinct (prompt, chosen) once, and with responses='both' each distinct rejected
+    response too."""
     if responses not in ("chosen", "both"):
         raise ConfigError(f"method.responses={responses!r} is not one of ['both', 'chosen']")
-    keys = [(r["prompt"], r["chosen"]) for r in pairs]
-    if responses == "both":
-        keys += [(r["prompt"], r["rejected"]) for r in pairs]
-    return [{"prompt": p, "response": c} for p, c in dict.fromkeys(keys)]
+    sides = ["chosen", "rejected"] if responses == "both" else ["chosen"]
+    out: dict[tuple, dict] = {}
+    for side in sides:
+        for row in pairs:
+            seq = {"prompt": row["prompt"], "response": row[side]}
+            if row.get(f"{side}_ids") is not None:
+                seq.update(prompt_ids=row["prompt_ids"], response_ids=row[f"{side}_ids"])
+            key = (row["prompt"], row[side], tuple(seq.get("response_ids", ())))
+            out.setdefault(key, seq)
+    return list(out.values())

@@ -1,7 +1,9 @@
 """From text rows to token ids, and from token ids to padded batches.
 
-Every training example is a (prompt_ids, response_ids) pair. Responses end with EOS (it counts as a response
-token). Labels are HF-style (unshifted): a copy of input_ids with prompt and padding set to IGNORE_INDEX, so only
+Every training example is a (prompt_ids, response_ids) pair. A response given as text (a dataset's response, a
+complete text) gets EOS appended, and EOS counts as a response token; a response given as token ids (a sample of
+the model, `*_ids` in the row) is used exactly as sampled: it ends with EOS only if the sample did. Labels are
+HF-style (unshifted): a copy of input_ids with prompt and padding set to IGNORE_INDEX, so only
 response tokens are scored. A preference batch holds the B chosen sequences followed by the B rejected ones, so
 the policy sees both in one forward pass.
 """
@@ -39,42 +41,59 @@ def encode(tokenizer, text: str) -> list[int]:
 def fit_lengths(prompt: list[int], responses: list[list[int]], max_length: int, max_prompt_length: int,
                 stats: TruncationStats) -> tuple[list[int], list[list[int]]]:
     """Prompts longer than max_prompt_length keep their end (the part next to the response); then responses
-    are cut so that prompt + response fits max_length."""
+    are cut so that prompt + response fits max_length. A prompt that leaves no room gives empty responses (the
+    caller drops the row): a sequence never exceeds max_length."""
     if len(prompt) > max_prompt_length:
-        prompt = prompt[-max_prompt_length:]
+        prompt = prompt[-max_prompt_length:] if max_prompt_length > 0 else []
         stats.prompt_truncated += 1
-    room = max_length - len(prompt)
+    room = max(max_length - len(prompt), 0)
     if any(len(r) > room for r in responses):
         stats.response_truncated += 1
         responses = [r[:room] for r in responses]
     return prompt, responses
 
 
+def response_ids(tokenizer, row: dict, key: str) -> list[int]:
+    """The response `key` of a row as token ids: the sampled ids `<key>_ids` when the row has them (EOS only if the
+    sample ended with it), else its text encoded with EOS appended."""
+    ids = row.get(f"{key}_ids")
+    return list(ids) if ids is not None else encode(tokenizer, row[key]) + [tokenizer.eos_token_id]
+
+
+def prompt_ids(tokenizer, row: dict) -> list[int]:
+    """The prompt's token ids as the samples were conditioned on (`prompt_ids`), else its text encoded."""
+    ids = row.get("prompt_ids")
+    if ids is not None:
+        return list(ids)
+    return encode(tokenizer, row["prompt"]) if row["prompt"] else []
+
+
 def tokenize_pair(tokenizer, row: dict, max_length: int, max_prompt_length: int,
                   stats: TruncationStats) -> dict | None:
     """A preference row {prompt, chosen, rejected} -> ids, or None (counted in stats) when it carries no signal."""
     stats.rows += 1
-    eos = [tokenizer.eos_token_id]
-    prompt = encode(tokenizer, row["prompt"])
-    chosen, rejected = encode(tokenizer, row["chosen"]) + eos, encode(tokenizer, row["rejected"]) + eos
-    prompt, (chosen, rejected) = fit_lengths(prompt, [chosen, rejected], max_length, max_prompt_length, stats)
+    prompt, (chosen, rejected) = fit_lengths(prompt_ids(tokenizer, row), [response_ids(tokenizer, row, "chosen"),
+                                                                          response_ids(tokenizer, row, "rejected")],
+                                             max_length, max_prompt_length, stats)
+    if not chosen and not rejected:
+        stats.drop("no room for the responses")
+        return None
     if chosen == rejected:
         stats.drop("chosen equals rejected after truncation")
         return None
     return {"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected}
 
 
-def tokenize_text(tokenizer, prompt: str, response: str, max_length: int, max_prompt_length: int,
+def tokenize_text(tokenizer, row: dict, max_length: int, max_prompt_length: int,
                   stats: TruncationStats) -> dict | None:
-    """An SFT example: the prompt (may be empty) is context, the response + EOS is scored."""
+    """An SFT example {prompt, response}: the prompt (may be empty) is context, the response is scored."""
     stats.rows += 1
-    prompt_ids = encode(tokenizer, prompt) if prompt else []
-    response_ids = encode(tokenizer, response) + [tokenizer.eos_token_id]
-    prompt_ids, (response_ids,) = fit_lengths(prompt_ids, [response_ids], max_length, max_prompt_length, stats)
-    if not response_ids:
+    prompt, (response,) = fit_lengths(prompt_ids(tokenizer, row), [response_ids(tokenizer, row, "response")],
+                                      max_length, max_prompt_length, stats)
+    if not response:
         stats.drop("no room for the response")
         return None
-    return {"prompt_ids": prompt_ids, "response_ids": response_ids}
+    return {"prompt_ids": prompt, "response_ids": response}
 
 
 def collate_sequences(prompts: list[list[int]], responses: list[list[int]], pad_token_id: int) -> dict:

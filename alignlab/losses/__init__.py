@@ -4,9 +4,9 @@ LightningModules wire models to these functions; nothing here knows about models
 """
 
 from .aligndistil import TEACHERS, adaptive_coefficient, aligndistil_loss, aligndistil_teacher
-from .logps import (per_token_logratio_and_kl, sequence_logps, shift_for_next_token, token_entropy,
+from .logps import (per_token_logratio_and_kl, sequence_kl, sequence_logps, shift_for_next_token, token_entropy,
                     token_logps_and_kl)
-from .preference import dpo_loss, ipo_loss, sft_loss, simpo_loss
+from .preference import dpo_loss, ipo_loss, logratio_score, pair_accuracy, sft_loss, simpo_loss
 from .tdpo import TDPO_VARIANTS, tdpo_loss
 
 __all__ = [
@@ -17,7 +17,10 @@ __all__ = [
     "aligndistil_teacher",
     "dpo_loss",
     "ipo_loss",
+    "logratio_score",
+    "pair_accuracy",
     "per_token_logratio_and_kl",
+    "sequence_kl",
     "sequence_logps",
     "sft_loss",
     "shift_for_next_token",

@@ -91,3 +91,18 @@ def sft_loss(logps: torch.Tensor, n_tokens: torch.Tensor, average: str = "sum") 
     if average == "mean":
         return -logps / n_tokens.clamp(min=1)
     raise ValueError(f"sft_loss: average must be 'sum' or 'mean', got {average!r}")
+
+
+def pair_accuracy(chosen_scores: torch.Tensor, rejected_scores: torch.Tensor) -> torch.Tensor:
+    """Per pair: 1 when the chosen response scores higher, 1/2 on a tie, 0 otherwise (METHODS section 1, 6).
+
+    A tie carries no preference either way, so a model that cannot tell the responses apart (one identical to the
+    reference: every implicit reward is 0) scores 1/2 on average, as chance does, not 0."""
+    return (chosen_scores > rejected_scores).float() + 0.5 * (chosen_scores == rejected_scores).float()
+
+
+def logratio_score(policy_logps: torch.Tensor, ref_logps: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+    """The implicit reward of reference-based objectives up to the positive factor beta: logratio(y) =
+    log pi(y) - log ref(y). Only its order matters (preference accuracy); `n_tokens` is unused here and is the
+    argument length-normalised scores divide by."""
+    return policy_logps - ref_logps

@@ -182,7 +182,8 @@ def merge_models(pre_model: torch.nn.Module, aligned_model: torch.nn.Module, alp
     """In memory: load the merge of the two models' weights into ``aligned_model`` (modified in place and
     returned). ``block_ratios`` switches to HMA's per-block ratios (then alpha, if given, must be their mean);
     scope="linear" decides by module type."""
-    ratio_of = ratio_function(alpha, block_ratios, aligned_model.config.num_hidden_layers)
+    ratio_of = ratio_function(alpha, block_ratios, aligned_model.config.num_hidden_layers,
+                              bool(getattr(aligned_model.config, "tie_word_embeddings", False)))
     keys = linear_keys(aligned_model) if scope == "linear" else None
     with torch.no_grad():
         merged = merge_state_dicts(pre_model.state_dict(), aligned_model.state_dict(), ratio_of, scope, keys)
@@ -256,11 +257,14 @@ def merge_checkpoints(pre_dir, aligned_dir, out_dir, alpha: float | None = None,
         if out_path.resolve() == src.resolve():
             raise ConfigError(f"merge output directory {str(out_path)!r} is one of the inputs; choose another")
     if ratio_of is None:
-        if block_ratios is not None and num_layers is None:
+        tied = False
+        if block_ratios is not None:
             from transformers import AutoConfig
 
-            num_layers = AutoConfig.from_pretrained(str(aligned_path)).num_hidden_layers
-        ratio_of = ratio_function(alpha, block_ratios, num_layers)
+            config = AutoConfig.from_pretrained(str(aligned_path))
+            num_layers = config.num_hidden_layers if num_layers is None else num_layers
+            tied = bool(getattr(config, "tie_word_embeddings", False))
+        ratio_of = ratio_function(alpha, block_ratios, num_layers, tied)
     elif alpha is not None:
         check_alpha(alpha)
 

@@ -15,6 +15,7 @@ constant for plain averaging, :func:`block_ratio_function` for HMA. This module 
 from __future__ import annotations
 
 import bisect
+import logging
 import math
 import re
 from typing import Callable, Sequence
@@ -45,6 +46,8 @@ _FINAL_RES = [re.compile(_ANCHOR + p) for a in ARCHITECTURES.values() for p in a
 _SUPPORTED = ("GPTNeoX (gpt_neox.layers.{i}., gpt_neox.embed_in, gpt_neox.final_layer_norm, embed_out/lm_head), "
               "GPT-2 (transformer.h.{i}., transformer.wte/wpe, transformer.ln_f, lm_head), "
               "Llama-style (model.layers.{i}., model.embed_tokens, model.norm, lm_head)")
+
+log = logging.getLogger(__name__)
 
 
 def check_num_blocks(num_blocks, num_layers: int | None = None) -> int:
@@ -142,9 +145,13 @@ def block_ratio_function(block_ratios: Sequence[float], num_layers: int, alpha: 
     return ratio_of
 
 
-def ratio_function(alpha: float | None, block_ratios: Sequence[float] | None, num_layers: int | None) -> RatioFn:
+def ratio_function(alpha: float | None, block_ratios: Sequence[float] | None, num_layers: int | None,
+                   tied_embeddings: bool = False) -> RatioFn:
     """The constant alpha, or (when ``block_ratios`` is given) HMA's per-block ratios of a model with
-    ``num_layers`` transformer layers (then alpha, if given, must be their mean)."""
+    ``num_layers`` transformer layers (then alpha, if given, must be their mean).
+
+    With tied input and output embeddings (GPT-2) the LM head is the input embedding tensor, merged once with
+    block 1's ratio (METHODS section 4), not the mean ratio an untied head takes: the log says so."""
     if block_ratios is None:
         if alpha is None:
             raise ConfigError("merge.alpha is required (the share of the aligned model, in [0, 1])")
@@ -152,4 +159,10 @@ def ratio_function(alpha: float | None, block_ratios: Sequence[float] | None, nu
         return lambda key: alpha
     if num_layers is None:
         raise ConfigError("HMA block ratios need the number of transformer layers")
-    return block_ratio_function(block_ratios, num_layers, alpha)
+    ratio_of = block_ratio_function(block_ratios, num_layers, alpha)
+    if tied_embeddings:
+        head = float(alpha) if alpha is not None else sum(block_ratios) / len(block_ratios)
+        log.warning("hma: the model ties its input and output embeddings, so the LM head takes block 1's ratio "
+                    "%.4g with the embeddings (an untied head would take the mean ratio %.4g)", float(block_ratios[0]),
+                    head)
+    return ratio_of

@@ -77,13 +77,20 @@ def select_high_reward_rows(samples: Sequence[dict], rewards: Sequence[float], t
                             n_keep: int | None = None, seed: int = 0) -> list[dict]:
     """HMA's training data: the `top` highest-reward samples ({prompt, completion} rows from
     alignlab.sampling.sample_completions), of which `n_keep` are drawn at random (paper: ~2000 of the top
-    5000). Returns {prompt, response} rows for :func:`learn_block_ratios`."""
+    5000). Returns {prompt, response, prompt_ids, response_ids} rows for :func:`learn_block_ratios`: the sampled
+    token ids are kept (a sample that stopped at max_new_tokens has no EOS and is learned without one)."""
     if len(samples) != len(rewards):
         raise ValueError(f"{len(samples)} samples but {len(rewards)} rewards")
     order = sorted(range(len(samples)), key=lambda i: -float(rewards[i]))[:top]
     if n_keep is not None and n_keep < len(order):
         order = random.Random(seed).sample(order, n_keep)
-    return [{"prompt": samples[i]["prompt"], "response": samples[i]["completion"]} for i in order]
+    rows = []
+    for i in order:
+        row = {"prompt": samples[i]["prompt"], "response": samples[i]["completion"]}
+        if "completion_ids" in samples[i]:
+            row.update(prompt_ids=samples[i]["prompt_ids"], response_ids=samples[i]["completion_ids"])
+        rows.append(row)
+    return rows
 
 
 def sample_high_reward_rows(policy, tokenizer, reward, prompts: Sequence[str], top: int, n_keep: int | None = None,
@@ -134,7 +141,8 @@ def learn_block_ratios(pre_model, aligned_model, tokenizer, rows: Sequence[dict]
     (``ratio*aligned + (1-ratio)*pre`` per tensor, the ratio of the tensor's block) and the aligned model's
     architecture is run on them with ``torch.func.functional_call`` (scored by
     :func:`alignlab.forward.response_logps`). The objective is the mean log-likelihood of the
-    response tokens (prompt and padding masked; EOS appended to each response, as in SFT), maximised with AdamW
+    response tokens (prompt and padding masked; a response given as text gets EOS appended, as in SFT; sampled token
+    ids are used as sampled), maximised with AdamW
     (no weight decay on s), a cosine schedule with ``warmup_ratio`` warm-up, for ``epochs`` passes over ``rows``
     ({prompt, response} dicts). s starts at 0 (all ratios alpha). METHODS' lr is 2e-5; a tiny model needs a much
     larger one (e.g. 0.1) for the ratios to move measurably. ``history``, if a list, receives one dict per step
@@ -163,7 +171,7 @@ def learn_block_ratios(pre_model, aligned_model, tokenizer, rows: Sequence[dict]
             for n in merged_names}
 
     stats = TruncationStats()
-    examples = [tokenize_text(tokenizer, r["prompt"], r["response"], max_length, max_prompt_length, stats)
+    examples = [tokenize_text(tokenizer, r, max_length, max_prompt_length, stats)
                 for r in rows]
     examples = [e for e in examples if e is not None]
     if not examples:

@@ -23,8 +23,10 @@ Conventions and options (``p``, ``a``, ``rescale``, ``step_k``, ``seed`` are per
 * Fresh masks every step for both Delta and tau (METHODS; the released OnDARE drops tau once at setup). Masks come
   from a ``torch.Generator`` per device seeded with ``seed`` (identical on every data-parallel rank, so replicated
   parameters stay identical); its state is saved in ``state_dict()`` so resumed runs continue the same stream.
-* ``rescale=False`` (default, the paper's choice): kept entries are not rescaled; ``True`` divides them by p (the
-  released OnDARE rescales through F.dropout). It applies to D_p and T_p alike.
+* ``rescale=True`` (default): kept entries are divided by p, so that E[D_p(x)] = x and an OnDARE step is on average
+  an AdamW step: the released OnDARE rescales through F.dropout, the paper's section 5.3 calls OnDARE unbiased, and
+  its learning rates were tuned that way. ``False`` is the unscaled Eq. 4, whose expected step is p times an AdamW
+  step (1% at p = 0.01), so the papers' learning rates do not transfer to it. It applies to D_p and T_p alike.
 * T_p keeps ceil(p * n) entries of an n-entry tensor (at least one). Since tau is constant, T_p(tau) is computed
   once, in place, at the first merge step.
 * OnTIES elects the sign of the *weighted* sum A + B, as METHODS writes it. ``sign_election="unweighted"`` elects
@@ -96,7 +98,7 @@ def _bernoulli_mask(x: torch.Tensor, p: float, generator: torch.Generator | None
     return torch.rand(x.shape, generator=generator, device=x.device) < p
 
 
-def dare_merge(delta: torch.Tensor, tau: torch.Tensor, p: float, a: float, rescale: bool = False,
+def dare_merge(delta: torch.Tensor, tau: torch.Tensor, p: float, a: float, rescale: bool = True,
                generator: torch.Generator | None = None) -> torch.Tensor:
     """(1 - a) * D_p(delta) + a * D_p(tau), with independent fresh Bernoulli(p) keep-masks."""
     kept_delta = _keep(delta, _bernoulli_mask(delta, p, generator), p, rescale)
@@ -115,7 +117,7 @@ def check_sign_election(sign_election: str) -> str:
     return sign_election
 
 
-def ties_merge(delta: torch.Tensor, tau: torch.Tensor, p: float, a: float, rescale: bool = False,
+def ties_merge(delta: torch.Tensor, tau: torch.Tensor, p: float, a: float, rescale: bool = True,
                tau_trimmed: bool = False, sign_election: str = "weighted") -> torch.Tensor:
     """TIES consensus of A = (1-a) T_p(delta) and B = a T_p(tau): keep the entries whose sign equals the sign of
     A + B ("weighted", METHODS) or of T_p(delta) + T_p(tau) ("unweighted", released code); return their sum.
@@ -165,7 +167,7 @@ class OnlineMergingAdamW(torch.optim.Optimizer):
 
     def __init__(self, params, base_params: Iterable[torch.Tensor] | None = None, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01,
-                 p: float = 0.01, a: float = 1e-7, rescale: bool = False, step_k: int = 1, seed: int = 0,
+                 p: float = 0.01, a: float = 1e-7, rescale: bool = True, step_k: int = 1, seed: int = 0,
                  task_vectors: Iterable[torch.Tensor] | None = None):
         _check_hparams(lr, betas, eps, weight_decay, p, a, step_k)
         defaults = {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay, "p": p, "a": a,
@@ -290,7 +292,7 @@ class OnTIES(OnlineMergingAdamW):
     (then decoupled weight decay). ``sign_election="unweighted"`` reproduces the released code's election."""
 
     def __init__(self, params, base_params=None, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.01, p: float = 0.01, a: float = 1e-7, rescale: bool = False,
+                 weight_decay: float = 0.01, p: float = 0.01, a: float = 1e-7, rescale: bool = True,
                  step_k: int = 1, seed: int = 0, task_vectors=None, sign_election: str = "weighted"):
         self.sign_election = check_sign_election(sign_election)
         super().__init__(params, base_params, lr, betas, eps, weight_decay, p, a, rescale, step_k, seed,

@@ -110,7 +110,7 @@ class OnlineMerge(Merge):
     optimizer_class: type[OnlineMergingAdamW] = OnlineMergingAdamW
 
     def __init__(self, name: str, base_model: str = "sft_init", p: float = 0.01, a: float = 1e-7,
-                 rescale: bool = False, step_k: int = 1, seed: int = 0, dtype: str = "float32"):
+                 rescale: bool = True, step_k: int = 1, seed: int = 0, dtype: str = "float32"):
         super().__init__(name)
         if base_model in (None, "", "???"):
             raise ConfigError(f"merge={name} needs merge.base_model (a path, hub id, or sft_init)")

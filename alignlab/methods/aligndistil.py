@@ -106,11 +106,8 @@ class AlignDistil(AlignmentModule):
         for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist()):
             start = next((t for t, label in enumerate(labels) if label != IGNORE_INDEX), len(labels))
             prompts.append(ids[:start] or [self.tokenizer.eos_token_id])
-        was_training = self.policy.training
-        self.policy.eval()
         pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
         completions = generate_from_ids(self.policy, prompts, pad, eos, **self.sampling)
-        self.policy.train(was_training)
         fresh = collate_sequences(prompts, [c or [eos] for c in completions], pad)
         return {k: v.to(batch["input_ids"].device) for k, v in fresh.items()}
 

@@ -17,6 +17,7 @@ from alignlab import strategies
 from alignlab.errors import ConfigError
 from alignlab.data.rows import as_sequences
 from alignlab.forward import response_logps
+from alignlab.losses import logratio_score, pair_accuracy
 from alignlab.methods.frozen import REFERENCE, FrozenModel
 
 SCHEDULERS = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
@@ -29,9 +30,21 @@ def check_positive(**values) -> None:
             raise ConfigError(f"method.{key}={value} must be > 0")
 
 
+def _plain_groups(named_groups: list[dict]) -> list[dict]:
+    return [{**g, "params": [p for _, p in g["params"]]} for g in named_groups]
+
+
 def adamw_factory(named_groups: list[dict], lr: float, strategy) -> torch.optim.Optimizer:
-    """The default optimizer: AdamW over the policy's parameter groups (see strategies.adamw)."""
-    return strategies.adamw(strategy, [{**g, "params": [p for _, p in g["params"]]} for g in named_groups], lr=lr)
+    """optim.name=adamw: AdamW over the policy's parameter groups (see strategies.adamw)."""
+    return strategies.adamw(strategy, _plain_groups(named_groups), lr=lr)
+
+
+def rmsprop_factory(named_groups: list[dict], lr: float, strategy) -> torch.optim.Optimizer:
+    """optim.name=rmsprop: torch's RMSprop with its defaults, as the official DPO and TDPO code train."""
+    return torch.optim.RMSprop(_plain_groups(named_groups), lr=lr)
+
+
+OPTIMIZERS = {"adamw": adamw_factory, "rmsprop": rmsprop_factory}
 
 
 class AlignmentModule(L.LightningModule):
@@ -50,10 +63,16 @@ class AlignmentModule(L.LightningModule):
             raise ConfigError(f"method {name or type(self).__name__} needs a reference model")
         self.policy = policy
         self.reference = reference
-        self.optimizer_factory = optimizer_factory or adamw_factory
-        self.optim = {"lr": 1e-5, "weight_decay": 0.0, "warmup_ratio": 0.1, "scheduler": "constant", **(optim or {})}
+        self.optim = {"name": "adamw", "lr": 1e-5, "weight_decay": 0.0, "warmup_ratio": 0.1, "warmup_steps": None,
+                      "scheduler": "constant", **(optim or {})}
         if self.optim["scheduler"] not in SCHEDULERS:
             raise ConfigError(f"method.optim.scheduler={self.optim['scheduler']!r} is not one of {sorted(SCHEDULERS)}")
+        if self.optim["name"] not in OPTIMIZERS:
+            raise ConfigError(f"method.optim.name={self.optim['name']!r} is not one of {sorted(OPTIMIZERS)}")
+        if optimizer_factory is not None and self.optim["name"] != "adamw":
+            raise ConfigError(f"method.optim.name={self.optim['name']} cannot be combined with an online merging "
+                              f"optimizer (merge=ondare/onties merge AdamW's updates): use optim.name=adamw")
+        self.optimizer_factory = optimizer_factory or OPTIMIZERS[self.optim["name"]]
         self.method_name = name or type(self).__name__.lower()
         self.strict_loading = False  # checkpoints hold the policy only; on_load_checkpoint checks it is complete
 
@@ -66,6 +85,10 @@ class AlignmentModule(L.LightningModule):
     @classmethod
     def check_trainer(cls, settings, trainer_cfg) -> None:
         """Raise a ConfigError for a trainer this objective cannot run under (before anything is built)."""
+        name = (settings.get("optim") or {}).get("name", "adamw")
+        if name != "adamw" and strategies.offloads_optimizer_config(trainer_cfg):
+            raise ConfigError(f"method.optim.name={name} with {strategies.trainer_name(trainer_cfg)}: ZeRO-Offload "
+                              f"runs DeepSpeed's own CPU AdamW; use optim.name=adamw or a trainer without offload")
 
     def training_rows(self, pairs: list[dict]) -> list[dict]:
         """The rows this objective trains on, from preference pairs: the pairs, or their responses as sequences."""
@@ -75,10 +98,10 @@ class AlignmentModule(L.LightningModule):
     def loss_and_metrics(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
-    @staticmethod
-    def preference_score(policy_logps, ref_logps, n_tokens):
-        """The implicit reward ranking a response (its sign matters, not its scale): log pi(y) - log ref(y)."""
-        return policy_logps - ref_logps
+    def preference_score(self, policy_logps, ref_logps, n_tokens):
+        """The implicit reward this objective ranks a response by (its order matters, not its scale), as configured:
+        log pi(y) - log ref(y) here; length-normalised objectives divide by |y|."""
+        return logratio_score(policy_logps, ref_logps, n_tokens)
 
     # ---- shared machinery ---------------------------------------------------------------------------------
     def reference_logps(self, batch: dict) -> torch.Tensor:
@@ -114,8 +137,10 @@ class AlignmentModule(L.LightningModule):
                   {"params": no_decay, "weight_decay": 0.0}]
         optimizer = self.optimizer_factory(groups, self.optim["lr"], self.trainer.strategy)
         total = self.trainer.datamodule.optimizer_steps(self.trainer)
-        scheduler = get_scheduler(SCHEDULERS[self.optim["scheduler"]], optimizer,
-                                  num_warmup_steps=int(self.optim["warmup_ratio"] * total), num_training_steps=total)
+        warmup = self.optim["warmup_steps"]  # a step count (the official DPO/TDPO recipes) wins over the ratio
+        warmup = int(self.optim["warmup_ratio"] * total) if warmup is None else min(int(warmup), total)
+        scheduler = get_scheduler(SCHEDULERS[self.optim["scheduler"]], optimizer, num_warmup_steps=warmup,
+                                  num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
@@ -155,7 +180,7 @@ def preference_metrics(losses, chosen_rewards, rejected_rewards, policy_chosen_l
         f"{prefix}/chosen": chosen_rewards,
         f"{prefix}/rejected": rejected_rewards,
         f"{prefix}/margins": chosen_rewards - rejected_rewards,
-        f"{prefix}/accuracies": (chosen_rewards > rejected_rewards).float(),
+        f"{prefix}/accuracies": pair_accuracy(chosen_rewards, rejected_rewards),
         "logps/chosen": policy_chosen_logps.detach(),
         "logps/rejected": policy_rejected_logps.detach(),
     }

@@ -19,6 +19,11 @@ class IPO(AlignmentModule):
             raise ConfigError(f"method.length_normalize={length_normalize!r} must be true or false")
         self.beta, self.length_normalize = beta, length_normalize
 
+    def preference_score(self, policy_logps, ref_logps, n_tokens):
+        """The logratio the loss sees: per response token under length_normalize."""
+        score = policy_logps - ref_logps
+        return score / n_tokens.clamp(min=1) if self.length_normalize else score
+
     def loss_and_metrics(self, batch):
         b = batch["num_pairs"]
         ref = self.reference_logps(batch)          # first, so its logits are freed before the policy's exist

@@ -22,8 +22,7 @@ class SimPO(AlignmentModule):
             raise ConfigError(f"method.gamma={gamma} must be >= 0 (the target reward margin)")
         self.beta, self.gamma = beta, gamma
 
-    @staticmethod
-    def preference_score(policy_logps, ref_logps, n_tokens):
+    def preference_score(self, policy_logps, ref_logps, n_tokens):
         """SimPO's implicit reward (up to the positive factor beta): the mean log-prob per response token."""
         return policy_logps / n_tokens.clamp(min=1)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from alignlab.errors import ConfigError
-from alignlab.losses import TDPO_VARIANTS, shift_for_next_token, tdpo_loss, token_logps_and_kl
+from alignlab.losses import TDPO_VARIANTS, pair_accuracy, shift_for_next_token, tdpo_loss, token_logps_and_kl
 from alignlab.forward import logits_of
 from alignlab.methods.base import AlignmentModule, check_positive, preference_metrics
 
@@ -64,6 +64,6 @@ class TDPO(AlignmentModule):
             "kl/margin": kl[:b] - kl[b:],
             "rewards_tdpo/chosen": tdpo_chosen,
             "rewards_tdpo/rejected": tdpo_rejected,
-            "rewards_tdpo/accuracies": (tdpo_chosen > tdpo_rejected).float(),
+            "rewards_tdpo/accuracies": pair_accuracy(tdpo_chosen, tdpo_rejected),
         })
         return losses.mean(), metrics

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from alignlab import models
 from alignlab.data.rows import swap_preferences
+from alignlab.forward import check_output_head
 from alignlab.methods.frozen import FrozenModel, Training
 from alignlab.pipeline.cache import cached_stage
 from alignlab.pipeline.fit import build_module, make_datamodule, make_trainer
@@ -25,7 +26,7 @@ def train_frozen_model(training: Training, start: StartModel, rows: dict, tokeni
         L.seed_everything(seed, workers=True)
         frozen = {key: models.freeze(start.new())
                   for key in get_class(training.method["_target_"]).frozen_models(training.method)}
-        module = build_module({**training.method, "name": training.stage}, start.new(), frozen, tokenizer)
+        module = build_module({**training.method, "name": training.stage}, start.trainable(), frozen, tokenizer)
         split_rows = {k: swap_preferences(v) if training.swap_preferences else v for k, v in rows.items()}
         data = make_datamodule(data_cfg, tokenizer, module.batch_kind,
                                {k: module.training_rows(v) for k, v in split_rows.items()}, seed=seed)
@@ -46,10 +47,12 @@ def prepare_frozen(declared: dict[str, FrozenModel], start: StartModel, rows: di
     for key, spec in declared.items():
         path = spec.path or (spec.training and train_frozen_model(spec.training, start, rows, tokenizer,
                                                                    trainer_cfg, data_cfg, seed, cache_dir))
-        if not path:
-            loaded[key] = models.freeze(start.new())
-            continue
-        model = models.load_pretrained(str(path), spec.dtype or dtype, key=f"method.{key}")
-        models.check_same_tokenizer(tokenizer, path, "the policy's tokenizer", f"method.{key}={str(path)!r}")
-        loaded[key], paths[key] = models.freeze(model), str(path)
+        if path:
+            model = models.load_pretrained(str(path), spec.dtype or dtype, key=f"method.{key}")
+            models.check_same_tokenizer(tokenizer, path, "the policy's tokenizer", f"method.{key}={str(path)!r}")
+            paths[key] = str(path)
+        else:
+            model = start.new()
+        loaded[key] = models.freeze(model)
+        check_output_head(loaded[key], f"method.{key}")  # frozen models are projected at selected positions only
     return loaded, paths

@@ -20,12 +20,26 @@ from alignlab.pipeline.cache import cached_stage, fingerprint
 from alignlab.pipeline.fit import make_trainer
 
 
+def trainable(model, model_cfg):
+    """A model about to be trained: model.dropout applied and in train mode, whatever way it was built (a
+    from_pretrained model arrives in eval mode, and Lightning keeps each submodule's mode), with activation
+    checkpointing as configured (HF checkpointing acts only in train mode)."""
+    models.set_dropout(model, model_cfg.dropout)
+    model.train()
+    return strategies.activation_checkpointing(model, model_cfg.activation_checkpointing)
+
+
 @dataclass
 class StartModel:
     new: Callable              # a fresh copy of the start model (the policy's initial weights, the reference)
     id: str                    # its identity in later stages' fingerprints
     dir: Path | None           # its HF directory, when it has a local one
     new_base: Callable         # a fresh copy of the model the SFT stage started from (online merges' base)
+    model_cfg: object = None   # the model/ node: how a trainable copy is prepared
+
+    def trainable(self):
+        """A fresh copy of the start model, ready to be trained (see :func:`trainable`)."""
+        return trainable(self.new(), self.model_cfg)
 
 
 def base_model(model_cfg, tokenizer, seed: int):
@@ -44,8 +58,7 @@ def sft_stage(model_cfg, sft_cfg, trainer_cfg, rows: list[dict], tokenizer, inpu
 
     def build(tmp: Path) -> None:
         L.seed_everything(sft_cfg.seed, workers=True)
-        start = strategies.activation_checkpointing(base_model(model_cfg, tokenizer, sft_cfg.seed),
-                                                    model_cfg.activation_checkpointing)
+        start = trainable(base_model(model_cfg, tokenizer, sft_cfg.seed), model_cfg)
         module = SFT(start, name="sft-stage",
                      optim={k: sft_cfg[k] for k in ("lr", "weight_decay", "warmup_ratio", "scheduler")})
         data = AlignmentDataModule(tokenizer, rows, [], "sequences", sft_cfg.batch_size, sft_cfg.batch_size,
@@ -69,9 +82,10 @@ def prepare_start(model_cfg, sft_cfg, trainer_cfg, source, tokenizer, tokenizer_
                   "sft": OmegaConf.to_container(sft_cfg, resolve=True)}
         path = sft_stage(model_cfg, sft_cfg, trainer_cfg, sft_rows, tokenizer, inputs, cache_dir)
         return StartModel(lambda: models.load_pretrained(str(path), model_cfg.dtype, key="sft stage"), path.name,
-                          path, new_base)
+                          path, new_base, model_cfg)
     if model_cfg.random_init:
         init = new_base()
-        return StartModel(lambda: copy.deepcopy(init), f"random-{fingerprint(plain['model'])}", None, new_base)
+        return StartModel(lambda: copy.deepcopy(init), f"random-{fingerprint(plain['model'])}", None, new_base,
+                          model_cfg)
     local = Path(str(model_cfg.name_or_path)).expanduser()
-    return StartModel(new_base, str(model_cfg.name_or_path), local if local.is_dir() else None, new_base)
+    return StartModel(new_base, str(model_cfg.name_or_path), local if local.is_dir() else None, new_base, model_cfg)
