@@ -15,6 +15,17 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from alignlab.errors import ConfigError, ModelLoadError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_REMOTE_CODE = {"trusted": False}
+
+
+def trust_remote_code(trusted: bool) -> None:
+    """model.trust_remote_code for every model and tokenizer the run loads from now on (policy, frozen models,
+    reward models): False (the default) refuses architectures whose code lives in the model's repository."""
+    _REMOTE_CODE["trusted"] = bool(trusted)
+
+
+def remote_code_trusted() -> bool:
+    return _REMOTE_CODE["trusted"]
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -46,14 +57,19 @@ def _explain_missing(key: str, name: str, err: Exception) -> ModelLoadError:
 def load_pretrained(name_or_path: str, dtype: str = "float32", key: str = "model.name_or_path") -> PreTrainedModel:
     """`AutoModelForCausalLM.from_pretrained` with an error that says which config key and path failed."""
     try:
-        return AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch_dtype(dtype))
+        return AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch_dtype(dtype),
+                                                    trust_remote_code=remote_code_trusted())
     except (OSError, ValueError) as err:
         raise _explain_missing(key, str(name_or_path), err) from err
+    except Exception as err:  # safetensors' error for a truncated or corrupt file is neither
+        if type(err).__name__ != "SafetensorError":
+            raise
+        raise ModelLoadError(f"{key}={str(name_or_path)!r}: a weights file is truncated or corrupt: {err}") from err
 
 
 def load_tokenizer(name_or_path: str, key: str = "model.tokenizer"):
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=remote_code_trusted())
     except (OSError, ValueError) as err:
         raise _explain_missing(key, str(name_or_path), err) from err
     if tokenizer.pad_token_id is None:  # GPT-2 / Pythia ship without a pad token; padding is masked anyway
@@ -82,22 +98,6 @@ def build_random(architecture: dict, tokenizer=None, dtype: str = "float32", see
     return model
 
 
-def freeze(model: PreTrainedModel) -> PreTrainedModel:
-    """A frozen copy: eval mode (no dropout), no gradients. It never enters an optimizer."""
-    model.eval()
-    model.requires_grad_(False)
-    return model
-
-
-def check_same_vocabulary(a: PreTrainedModel, b: PreTrainedModel, a_name: str, b_name: str) -> None:
-    va, vb = a.get_output_embeddings().weight.shape[0], b.get_output_embeddings().weight.shape[0]
-    if va != vb:
-        raise ConfigError(f"{a_name} has a vocabulary of {va} logits but {b_name} has {vb}: they must share a tokenizer")
-
-
-def check_same_tokenizer(tokenizer, other_dir, name: str, other_name: str) -> None:
-    """When `other_dir` carries a tokenizer, it must be the student's: same vocabulary (ids and tokens)."""
-    local = Path(str(other_dir)).expanduser()
 def set_dropout(model: PreTrainedModel, p: float) -> PreTrainedModel:
     """Every dropout of the model at probability p (model.dropout): the nn.Dropout modules, the attention-probability
     dropout that attention modules read from an `attention_dropout` attribute, and the config's *dropout / *pdrop
@@ -115,6 +115,22 @@ def set_dropout(model: PreTrainedModel, p: float) -> PreTrainedModel:
     return model
 
 
+def freeze(model: PreTrainedModel) -> PreTrainedModel:
+    """A frozen copy: eval mode (no dropout), no gradients. It never enters an optimizer."""
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def check_same_vocabulary(a: PreTrainedModel, b: PreTrainedModel, a_name: str, b_name: str) -> None:
+    va, vb = a.get_output_embeddings().weight.shape[0], b.get_output_embeddings().weight.shape[0]
+    if va != vb:
+        raise ConfigError(f"{a_name} has a vocabulary of {va} logits but {b_name} has {vb}: they must share a tokenizer")
+
+
+def check_same_tokenizer(tokenizer, other_dir, name: str, other_name: str) -> None:
+    """When `other_dir` carries a tokenizer, it must be the student's: same vocabulary (ids and tokens)."""
+    local = Path(str(other_dir)).expanduser()
     if local.is_dir() and not any((local / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
         return  # weights without a tokenizer: the logits-size check still applies
     try:

@@ -56,10 +56,10 @@ class SequenceScorer:
     def _load_config(self):
         from transformers import AutoConfig
 
-        from alignlab.models import _explain_missing
+        from alignlab.models import _explain_missing, remote_code_trusted
 
         try:
-            return AutoConfig.from_pretrained(self.model_name)
+            return AutoConfig.from_pretrained(self.model_name, trust_remote_code=remote_code_trusted())
         except (OSError, ValueError) as err:
             raise _explain_missing(self.key, self.model_name, err) from err
 
@@ -68,11 +68,12 @@ class SequenceScorer:
             return
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from alignlab.models import _explain_missing, torch_dtype
+        from alignlab.models import _explain_missing, remote_code_trusted, torch_dtype
 
         try:
-            tokenizer = AutoTokenizer.from_pretrained(self.model_name)
-            model = AutoModelForSequenceClassification.from_pretrained(self.model_name, dtype=torch_dtype(self.dtype))
+            tokenizer = AutoTokenizer.from_pretrained(self.model_name, trust_remote_code=remote_code_trusted())
+            model = AutoModelForSequenceClassification.from_pretrained(
+                self.model_name, dtype=torch_dtype(self.dtype), trust_remote_code=remote_code_trusted())
         except (OSError, ValueError) as err:
             raise _explain_missing(self.key, self.model_name, err) from err
         if tokenizer.pad_token is None:  # GPT-2 / Pythia based models ship without one; padding is masked
