@@ -5,10 +5,16 @@ ZeRO shards (the fp32 master weights, read through DeepSpeed's ``zero_to_fp32``)
 users load::
 
     python -m alignlab.checkpoints convert <run>/checkpoints/last.ckpt <out dir> --like <HF dir with the config>
+
+Checkpoint files are loaded weights-only (`torch.load(weights_only=True)`): a file from someone else cannot run code
+on load. A checkpoint that holds arbitrary Python objects (written by other code) needs `--unsafe-full-unpickle`,
+which runs whatever the file contains: use it only on files you wrote yourself.
 """
 from __future__ import annotations
 
 import argparse
+import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -27,9 +33,39 @@ def _deepspeed_tag(path: Path, tag: str | None) -> str:
     return tags[0]
 
 
-def policy_state_dict(ckpt_path, prefix: str = POLICY_PREFIX, tag: str | None = None) -> dict[str, torch.Tensor]:
-    """The policy's tensors (prefix stripped) from a Lightning .ckpt file, or the fp32 master weights from a
-    DeepSpeed checkpoint directory (any ZeRO stage, any number of ranks; frozen parameters excluded)."""
+def check_checkpoint(path, key: str = "ckpt_path") -> None:
+    """ConfigError naming `key` and the file when a checkpoint file is truncated or not a torch checkpoint (a torch
+    checkpoint is a zip archive; every member's CRC is checked). DeepSpeed checkpoint directories pass."""
+    path = Path(path)
+    if path.is_dir():
+        return
+    if not path.is_file():
+        raise ConfigError(f"{key}={str(path)!r}: no such file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise ConfigError(f"{key}={str(path)!r} is truncated or not a torch checkpoint ({err}); resume from an "
+                          f"earlier checkpoint or start again without {key}") from None
+    if bad is not None:
+        raise ConfigError(f"{key}={str(path)!r} is corrupt (member {bad!r} fails its CRC check)")
+
+
+def load_checkpoint_file(path, unsafe_full_unpickle: bool = False) -> dict:
+    """torch.load of a checkpoint file, weights-only unless `unsafe_full_unpickle` (which runs the file's code)."""
+    check_checkpoint(path, "checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not unsafe_full_unpickle)
+    except pickle.UnpicklingError as err:
+        raise ConfigError(f"{path}: refused to unpickle objects other than tensors and plain data ({err}). If you "
+                          f"wrote this file yourself and trust it, pass --unsafe-full-unpickle") from None
+
+
+def policy_state_dict(ckpt_path, prefix: str = POLICY_PREFIX, tag: str | None = None,
+                      unsafe_full_unpickle: bool = False) -> dict[str, torch.Tensor]:
+    """The policy's tensors (prefix stripped) from a Lightning .ckpt file (loaded weights-only unless
+    `unsafe_full_unpickle`), or the fp32 master weights from a DeepSpeed checkpoint directory (any ZeRO stage, any
+    number of ranks; frozen parameters excluded)."""
     path = Path(ckpt_path)
     if path.is_dir():
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
@@ -37,7 +73,7 @@ def policy_state_dict(ckpt_path, prefix: str = POLICY_PREFIX, tag: str | None = 
         state = get_fp32_state_dict_from_zero_checkpoint(str(path), tag=_deepspeed_tag(path, tag),
                                                          exclude_frozen_parameters=True)
     elif path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_checkpoint_file(path, unsafe_full_unpickle)
         state = state.get("state_dict", state)
     else:
         raise ConfigError(f"checkpoint {str(path)!r} does not exist")
@@ -51,9 +87,9 @@ def policy_state_dict(ckpt_path, prefix: str = POLICY_PREFIX, tag: str | None = 
     return out
 
 
-def load_policy(ckpt_path, model, tag: str | None = None):
+def load_policy(ckpt_path, model, tag: str | None = None, unsafe_full_unpickle: bool = False):
     """Load the checkpoint's policy into `model` (same architecture); every tensor must match."""
-    state = policy_state_dict(ckpt_path, tag=tag)
+    state = policy_state_dict(ckpt_path, tag=tag, unsafe_full_unpickle=unsafe_full_unpickle)
     missing, unexpected = model.load_state_dict(state, strict=False)
     aliases: dict[int, list[str]] = {}  # tied weights (GPT-2's LM head) appear under one name only
     for key, param in model.named_parameters(remove_duplicate=False):
@@ -66,21 +102,22 @@ def load_policy(ckpt_path, model, tag: str | None = None):
     return model
 
 
-def convert(ckpt_path, out_dir, like, dtype: str = "float32", tag: str | None = None) -> Path:
+def convert(ckpt_path, out_dir, like, dtype: str = "float32", tag: str | None = None,
+            unsafe_full_unpickle: bool = False, trust_remote_code: bool = False) -> Path:
     """Write the checkpoint's policy as an HF directory: the architecture (config.json) and the tokenizer come from
     `like` (the run's policy/ dir, its start model dir, or a hub id)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from alignlab.models import torch_dtype
 
-    config = AutoConfig.from_pretrained(str(like))
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    load_policy(ckpt_path, model, tag=tag).to(torch_dtype(dtype))
+    config = AutoConfig.from_pretrained(str(like), trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    load_policy(ckpt_path, model, tag=tag, unsafe_full_unpickle=unsafe_full_unpickle).to(torch_dtype(dtype))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     try:
-        AutoTokenizer.from_pretrained(str(like)).save_pretrained(out)
+        AutoTokenizer.from_pretrained(str(like), trust_remote_code=trust_remote_code).save_pretrained(out)
     except (OSError, ValueError):
         print(f"note: {like} has no tokenizer; {out} holds the weights and config only")
     return out
@@ -95,8 +132,17 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--like", required=True, help="HF dir or hub id giving config.json and the tokenizer")
     c.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     c.add_argument("--tag", default=None, help="DeepSpeed checkpoint tag (default: the 'latest' file)")
+    c.add_argument("--unsafe-full-unpickle", action="store_true",
+                   help="load a .ckpt holding arbitrary Python objects; this runs code stored in the file, so use it "
+                        "only on checkpoints you wrote yourself (default: weights-only, tensors and plain data)")
+    c.add_argument("--trust-remote-code", action="store_true",
+                   help="allow an architecture whose code lives in --like's repository (runs that code)")
     args = parser.parse_args(argv)
-    out = convert(args.checkpoint, args.out_dir, args.like, args.dtype, args.tag)
+    try:
+        out = convert(args.checkpoint, args.out_dir, args.like, args.dtype, args.tag, args.unsafe_full_unpickle,
+                      args.trust_remote_code)
+    except ConfigError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
     print(f"wrote {out}")
 
 

@@ -25,6 +25,46 @@ FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
 # ---- loading ---------------------------------------------------------------------------------------------------
+class BadLine(dict):
+    """A line of a JSONL file that is not a JSON object (bad UTF-8, bad JSON): reported like any bad row."""
+
+    def __init__(self, problem: str):
+        super().__init__()
+        self.problem = problem
+
+
+def looks_local(path: str) -> bool:
+    """Whether a data path names a local file (it starts with . / or ~, ends in a data file suffix, or has more
+    slashes than a hub id "org/name") rather than a hub dataset id."""
+    path = str(path)
+    return path.startswith((".", "/", "~")) or Path(path).suffix in FORMATS or path.count("/") > 1
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSONL file, one per non-blank line; a line that is not a UTF-8 JSON object becomes a BadLine
+    naming its line number and what is wrong (the data.on_bad_row policy then applies to it)."""
+    import json
+
+    rows: list[dict] = []
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as err:
+                rows.append(BadLine(f"(line {number}) is not valid UTF-8: byte {raw[err.start]:#x} at column "
+                                    f"{err.start + 1}"))
+                continue
+            except ValueError as err:
+                rows.append(BadLine(f"(line {number}) is not valid JSON: {getattr(err, 'msg', err)} at column "
+                                    f"{getattr(err, 'colno', '?')}"))
+                continue
+            rows.append(row if isinstance(row, dict) else BadLine(f"(line {number}) is a JSON "
+                                                                  f"{type(row).__name__}, not an object"))
+    return rows
+
+
 def _hub_offline() -> bool:
     import os
 
@@ -88,15 +128,23 @@ def load_rows(path: str, split: str = "train", name: str | None = None, data_dir
     if local.is_file():
         if local.suffix not in FORMATS:
             raise DataError(f"{path}: unknown format {local.suffix!r}; expected one of {sorted(FORMATS)}")
-        ds = datasets.load_dataset(FORMATS[local.suffix], data_files={"data": str(local)}, split="data")
-        if local.suffix == ".json" and len(ds.column_names) == 1 and len(ds) == 1 \
-                and isinstance(ds[0][ds.column_names[0]], list):  # {"rows": [{...}, ...]}
-            ds = datasets.load_dataset("json", data_files={"data": str(local)}, field=ds.column_names[0],
-                                       split="data")
-    elif local.is_dir() or not path.startswith((".", "/", "~")):
+        if local.suffix == ".jsonl":
+            return read_jsonl(local)
+        try:
+            ds = datasets.load_dataset(FORMATS[local.suffix], data_files={"data": str(local)}, split="data")
+            if local.suffix == ".json" and len(ds.column_names) == 1 and len(ds) == 1 \
+                    and isinstance(ds[0][ds.column_names[0]], list):  # {"rows": [{...}, ...]}
+                ds = datasets.load_dataset("json", data_files={"data": str(local)}, field=ds.column_names[0],
+                                           split="data")
+        except Exception as err:  # noqa: BLE001 - datasets wraps parse errors in its own types, or StopIteration
+            cause = err.__cause__ or err.__context__ or err
+            raise DataError(f"{path}: cannot be read as {local.suffix[1:].upper()} ({type(cause).__name__}: "
+                            f"{str(cause)[:300] or 'the file is empty'})") from None
+    elif local.is_dir() or not looks_local(path):
         ds = load_split(path, split, name=name, data_dir=data_dir, key="data.source.train/validation")
     else:
-        raise DataError(f"{path}: no such file or directory")
+        where = "" if Path(path).is_absolute() else f" (relative to the working directory {Path.cwd()})"
+        raise DataError(f"{path}: no such file{where}")
     return ds.to_list()
 
 
@@ -120,12 +168,15 @@ def convert_rows(rows, where: str, on_bad_row: str, convert: Callable[[dict], di
     if skipped:
         log.warning("%s: skipped %d bad rows of %d (first: %s)", where, len(skipped), n, skipped[:5])
     if not good:
-        raise DataError(f"{where}: no usable rows ({n} read, {len(skipped)} bad)")
+        empty = " (it is empty)" if not n else ""
+        raise DataError(f"{where}: no usable rows ({n} read, {len(skipped)} bad){empty}")
     return good
 
 
 def text_pair(row: dict, renderer: ChatRenderer) -> dict:
     """The row with prompt/chosen/rejected as text (message lists rendered); ValueError for a bad row."""
+    if isinstance(row, BadLine):
+        raise ValueError(row.problem)
     values = [row.get(c) for c in PREFERENCE_COLUMNS]
     if any(isinstance(v, (list, tuple)) and is_messages(v) for v in values):
         row = {**row, **pair_from_messages(*values, renderer)}
