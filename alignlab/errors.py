@@ -1,9 +1,29 @@
-"""Errors about the user's input (config, data, paths). The entry point prints their message without a
-traceback: the message itself names the config key, file, row or path that is wrong."""
+"""Errors whose message says everything: the entry point prints `alignlab: error: <message>` without a traceback
+and exits with the error's `exit_code`. User errors (config, data, paths: exit 2) name the key, file, row or path
+that is wrong; run failures (training diverged: exit 1, interrupted: exit 130) name the step, the checkpoint kept
+and what to do next."""
 
 
 class UserError(Exception):
     """Base class of errors the user can fix by changing the config or the data."""
+
+    exit_code = 2
+
+
+class RunFailure(Exception):
+    """A run that stopped for a reason its message states fully (no traceback needed)."""
+
+    exit_code = 1
+
+
+class TrainingDiverged(RunFailure):
+    """A non-finite loss, gradient norm or weights: training stopped before the bad step was applied."""
+
+
+class RunInterrupted(RunFailure):
+    """Ctrl-C or SIGTERM: a checkpoint of the last finished step was saved; the message gives the resume command."""
+
+    exit_code = 130
 
 
 class ConfigError(UserError, ValueError):

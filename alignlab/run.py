@@ -20,6 +20,7 @@ from alignlab.pipeline.evaluate import evaluate_model
 def run(cfg: DictConfig) -> dict:
     started = time.time()
     method_cls, merger = validate.validate(cfg)
+    models.trust_remote_code(cfg.model.get("trust_remote_code", False))
     if cfg.mode == "merge":
         return merge.merge_only(merger, cfg.data, cfg.reward, cfg.eval, cfg.model.dtype, cfg.trainer.accelerator,
                                 cfg.seed, Path(cfg.paths.output_dir), plain(cfg), started)
@@ -44,11 +45,13 @@ def run(cfg: DictConfig) -> dict:
                                {split: module.training_rows(r) for split, r in rows.items()}, seed=cfg.seed)
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.logger else []
     reward = instantiate(cfg.reward)
+    clock = fit.RunClock(started)
     try:
         curve = reward_curve.from_config(cfg.eval, reward, tok, source, cfg.seed)
         extra = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
         trainer = fit.fit(module, data, cfg.trainer, out, loggers=loggers, callbacks=[*extra, *curve],
-                          ckpt_path=cfg.ckpt_path, every_n_train_steps=cfg.checkpoint.every_n_train_steps)
+                          ckpt_path=cfg.ckpt_path, every_n_train_steps=cfg.checkpoint.every_n_train_steps,
+                          clock=clock)
         if not trainer.is_global_zero:
             return {"status": "ok", "metrics": {}}
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
@@ -67,9 +70,10 @@ def run(cfg: DictConfig) -> dict:
                                           loggers, trainer.global_step))
     finally:
         fit.close_loggers(loggers)
-    metrics["time/seconds"] = time.time() - started
+    metrics["time/seconds"] = clock.seconds()
     return results.write_results(
-        {"status": "ok", "metrics": metrics, "policy_dir": str(policy_dir),
+        {"status": "ok", "metrics": metrics, "policy_dir": str(policy_dir), "started": results.timestamp(started),
+         "global_step": trainer.global_step, "resumed_from": trainer.ckpt_path,
          "merged_dir": str(out / "merged") if merged is not None else None,
          "pre_dir": str(start_model.dir) if start_model.dir else None,
          "stages": {"tokenizer": tokenizer_id, "start": start_model.id, "pairs": pairs_id, **frozen_dirs},
