@@ -47,5 +47,9 @@ bench: $(STAMP)  ## DPO step benchmark: alignlab vs TRL vs a bare PyTorch loop
 clean:  ## remove run outputs (keeps .venv and caches)
 	rm -rf outputs multirun lightning_logs
 
-clean-cache:  ## remove cached stages (SFT models, pairs, tokenizers) under .cache
-	rm -rf .cache
+clean-cache: $(STAMP)  ## remove cached stages (SFT models, pairs, tokenizers) where runs keep them, and the tests' cache
+	@# the cache dir a run uses: paths.cache_dir ($$ALIGNLAB_CACHE, else $$XDG_CACHE_HOME/alignlab, else ~/.cache/alignlab)
+	@dir="$$($(PY) -m alignlab --cfg job --resolve -p paths.cache_dir)" && \
+	case "$$dir" in ""|/|"$$HOME"|"$$HOME/") echo "clean-cache: refusing to remove '$$dir'"; exit 1;; esac && \
+	echo "rm -rf $$dir" && rm -rf "$$dir"
+	rm -rf $(TEST_CACHE)
