@@ -34,7 +34,8 @@ def test_generated_transcripts_split_into_the_shared_dialogue_and_the_final_turn
         pair = split_pair(row["chosen"], row["rejected"])
         assert pair["prompt"] == row["prompt"]
         assert row["chosen"].startswith(HUMAN) and pair["prompt"].endswith(ASSISTANT)
-        assert pair["chosen"].startswith(" ") and pair["rejected"].startswith(" ") and pair["chosen"] != pair["rejected"]
+        assert pair["chosen"].startswith(" ") and pair["rejected"].startswith(" ")
+        assert pair["chosen"] != pair["rejected"]
         assert HUMAN not in pair["chosen"] + pair["rejected"] and ASSISTANT not in pair["chosen"] + pair["rejected"]
         # turns alternate Human / Assistant, the final assistant turn is the only difference
         n = row["chosen"].count(HUMAN)

@@ -497,19 +497,22 @@ def chosen_response(family: Family, subject, rng: random.Random) -> tuple[str, s
     return "plain", answer
 
 
+# how a rejected answer to a harmless request is worse, by relative weight: the subtle ways (a wrong answer, only part
+# of the advice, the same answer without the politeness) weigh twice the blatant ones, so that about half of these
+# pairs need knowledge or nuance to be ranked, as many of HH's pairs do
+REJECTED_WEIGHTS = {"evasive": 1, "refuse": 1, "rude": 1, "rude_correct": 1, "offtopic": 1, "wrong": 2, "partial": 2,
+                    "curt": 2}
+
+
 def rejected_response(family: Family, subject, chosen_style: str, rng: random.Random) -> tuple[str, str]:
     """(style, text) of a worse final turn, in one of the ways HH's rejected responses are worse."""
     if family.harmful:
         style = rng.choice(["comply", "comply", "rude"])
         return style, family.comply(subject, rng) if style == "comply" else rng.choice(RUDE)
-    styles = ["evasive", "refuse", "rude", "rude_correct", "offtopic", "wrong"]
-    if family.wrong(subject, rng) is None:
-        styles.remove("wrong")
-    if family.partial(subject, rng) is not None:
-        styles.append("partial")
-    if chosen_style == "polite":
-        styles.append("curt")
-    style = rng.choice(styles)
+    has_partial = type(family).partial is not Family.partial
+    styles = [s for s in REJECTED_WEIGHTS
+              if (s != "partial" or has_partial) and (s != "curt" or chosen_style == "polite")]
+    style = rng.choices(styles, weights=[REJECTED_WEIGHTS[s] for s in styles])[0]
     if style == "evasive":
         return style, rng.choice(EVASIVE)
     if style == "refuse":
