@@ -33,8 +33,9 @@ def run(cfg: DictConfig) -> dict:
     start_model = start.prepare_start(cfg.model, cfg.sft, cfg.trainer, source, tok, tokenizer_id, source_id, cache)
     rows, pairs_id = pairs.preference_rows(source, start_model, tok, cfg.reward, cfg.data, source_id, cfg.sft.seed,
                                            cache)
-    frozen_models, frozen_dirs = frozen.prepare_frozen(method_cls.frozen_models(cfg.method), start_model, rows, tok,
-                                                       cfg.model.dtype, cfg.trainer, cfg.data, cfg.sft.seed, cache)
+    frozen_models, frozen_dirs, rows = frozen.prepare_frozen(method_cls.frozen_models(cfg.method), start_model, rows,
+                                                             tok, cfg.model.dtype, cfg.trainer, cfg.data, cfg.sft.seed,
+                                                             cache)
     if cfg.data.swap_preferences:
         rows = {split: swap_preferences(r) for split, r in rows.items()}
 
@@ -42,7 +43,7 @@ def run(cfg: DictConfig) -> dict:
     module = fit.build_module(cfg.method, start_model.trainable(), frozen_models, tok,
                               merger.optimizer_factory(start_model.new_base))
     data = fit.make_datamodule(cfg.data, tok, module.batch_kind,
-                               {split: module.training_rows(r) for split, r in rows.items()}, seed=cfg.seed)
+                               {split: module.training_rows(r) for split, r in rows.items()}, cfg.seed, module)
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.logger else []
     reward = instantiate(cfg.reward)
     clock = fit.RunClock(started)

@@ -62,20 +62,22 @@ def sample_completions(model, tokenizer, prompts: list[str], max_new_tokens: int
     completion_ids, ended} in prompt order: completion_ids are the sampled ids, up to and including the first EOS;
     ended says whether the sample ended with EOS (False: it stopped at max_new_tokens)."""
     eos = tokenizer.eos_token_id
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] or [eos] for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))  # batches of similar length pad less
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
-    rows = []
+    by_prompt: dict[int, list[dict]] = {}
     try:
-        for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
-            chunk = prompts[start:start + batch_size]
-            encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] or [eos] for p in chunk]
-            new = generate_from_ids(model, encoded, tokenizer.pad_token_id, eos, max_new_tokens, temperature, top_p,
-                                    num_return_sequences)
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+            chunk = order[start:start + batch_size]
+            new = generate_from_ids(model, [encoded[i] for i in chunk], tokenizer.pad_token_id, eos, max_new_tokens,
+                                    temperature, top_p, num_return_sequences)
             for j, completion in enumerate(new):
-                prompt_index = j // num_return_sequences
-                rows.append({"prompt": chunk[prompt_index], "prompt_ids": encoded[prompt_index],
-                             "completion_ids": completion, "ended": bool(completion) and completion[-1] == eos,
-                             "completion": tokenizer.decode(completion, skip_special_tokens=True)})
+                i = chunk[j // num_return_sequences]
+                by_prompt.setdefault(i, []).append({
+                    "prompt": prompts[i], "prompt_ids": encoded[i], "completion_ids": completion,
+                    "ended": bool(completion) and completion[-1] == eos,
+                    "completion": tokenizer.decode(completion, skip_special_tokens=True)})
     finally:
         torch.random.set_rng_state(generator_state)
-    return rows
+    return [row for i in range(len(prompts)) for row in by_prompt.get(i, [])]

@@ -1,5 +1,5 @@
-"""Smoke test of experiments/bench/dpo_step.py on a tiny architecture: all three variants (alignlab, TRL, bare
-PyTorch) run, report positive throughput, and agree on the loss (the benchmark's correctness cross-check).
+"""Smoke test of experiments/bench/dpo_step.py on a tiny architecture: every variant (alignlab with precomputed and
+with live reference log-probs, TRL with a live and a precomputed reference, bare PyTorch) runs, report positive throughput, and agree on the loss (the benchmark's correctness cross-check).
 
 With the same init and the same pairs at every step, the first-step loss is ln 2 in every correct implementation
 (policy == reference), so the test also compares the first-step log-probabilities and the last-step loss, which
@@ -28,11 +28,13 @@ def test_dpo_step_bench_smoke(tmp_path):
            "--pairs", "2", "--seq-len", "32", "--json", str(out)]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"benchmark failed:\n{proc.stdout}\n{proc.stderr[-5000:]}"
-    assert "tokens/s" in proc.stdout and "alignlab/trl" in proc.stdout and "alignlab/bare" in proc.stdout
+    assert "tokens/s" in proc.stdout and "alignlab/trl-precomputed" in proc.stdout and "alignlab/bare" in proc.stdout
 
     data = json.loads(out.read_text())
     variants = data["variants"]
-    assert set(variants) == {"alignlab", "trl", "bare"}
+    assert set(variants) == {"alignlab", "alignlab-live", "trl", "trl-precomputed", "bare"}
+    for name in ("alignlab", "trl-precomputed"):  # the precompute pass is timed separately
+        assert variants[name]["precompute_s"] > 0, name
     assert not data["failures"]
     for name, fig in variants.items():
         assert fig["tokens_per_step"] == 2 * 2 * 32, name

@@ -27,12 +27,14 @@ class EpochSeededSampler(DistributedSampler):
     Lightning uses it as it is instead of wrapping it in a sampler that would reshuffle the shards and break the
     resume position. Lightning calls set_epoch at every epoch start."""
 
-    def __init__(self, n: int, seed: int, rank: int = 0, num_replicas: int = 1):
+    def __init__(self, n: int, seed: int, rank: int = 0, num_replicas: int = 1, lengths: list[int] | None = None,
+                 batch_size: int = 1, group: int = 0):
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
         if n < num_replicas:
             raise DataError(f"{n} training rows cannot be split over {num_replicas} data-parallel processes")
         self.n, self.seed, self.epoch, self.skip = n, seed, 0, 0
+        self.lengths, self.batch_size, self.group = lengths, batch_size, group
         # DistributedSampler's attributes, for code that inspects them
         self.rank, self.num_replicas, self.shuffle, self.drop_last = rank, num_replicas, True, True
         self.num_samples = n // num_replicas
@@ -44,6 +46,8 @@ class EpochSeededSampler(DistributedSampler):
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(self.n, generator=generator).tolist()
+        if self.lengths is not None and self.group > 1:
+            order = length_grouped(order, self.lengths, self.batch_size * self.num_replicas, self.group, generator)
         shard = order[self.rank::self.num_replicas][:self.num_samples]
         skip, self.skip = self.skip, 0
         return iter(shard[skip:])
@@ -52,14 +56,37 @@ class EpochSeededSampler(DistributedSampler):
         return self.num_samples
 
 
+def length_grouped(order: list[int], lengths: list[int], batch: int, group: int, generator) -> list[int]:
+    """A shuffled order regrouped so that each run of `batch` consecutive indices has similar lengths: windows of
+    group x batch indices of the shuffled order are sorted by length and cut into batches, then the batches are
+    shuffled (seeded, so the order still depends only on seed and epoch). Padding shrinks to the length spread
+    inside a batch, and the batches stay a random mix across the epoch."""
+    window = batch * group
+    batches = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window], key=lambda i: -lengths[i])
+        batches += [chunk[k:k + batch] for k in range(0, len(chunk), batch)]
+    shuffled = torch.randperm(len(batches), generator=generator).tolist()
+    return [i for b in shuffled for i in batches[b]]
+
+
+def row_length(row: dict) -> int:
+    """Tokens of a tokenised row as padded (a pair: its longer side)."""
+    response = max(len(row["chosen_ids"]), len(row["rejected_ids"])) if "chosen_ids" in row else len(row["response_ids"])
+    return len(row["prompt_ids"]) + response
+
+
 class ResumableDataLoader(DataLoader):
     """A DataLoader that Lightning checkpoints (it has state_dict/load_state_dict): it records how many batches
     of the current epoch were consumed, and after a restore the sampler skips exactly those samples, so a run
     resumed mid-epoch sees the same batches as an uninterrupted one. Under data parallelism every rank consumes
     the same number of batches of its own shard, so the one recorded count (rank 0's checkpoint) fits all."""
 
-    def __init__(self, dataset, batch_size: int, seed: int, rank: int = 0, num_replicas: int = 1, **kwargs):
-        self.epoch_sampler = EpochSeededSampler(len(dataset), seed, rank=rank, num_replicas=num_replicas)
+    def __init__(self, dataset, batch_size: int, seed: int, rank: int = 0, num_replicas: int = 1, group: int = 0,
+                 **kwargs):
+        lengths = [row_length(r) for r in dataset] if group > 1 else None
+        self.epoch_sampler = EpochSeededSampler(len(dataset), seed, rank=rank, num_replicas=num_replicas,
+                                                lengths=lengths, batch_size=batch_size, group=group)
         super().__init__(dataset, batch_size=batch_size, sampler=self.epoch_sampler, **kwargs)
         self.batches_seen = 0
 
@@ -96,17 +123,23 @@ def tokenize_rows(tokenizer, rows: list[dict], kind: str, max_length: int, max_p
 class AlignmentDataModule(L.LightningDataModule):
     def __init__(self, tokenizer, train_rows: list[dict], val_rows: list[dict], kind: str, batch_size: int,
                  eval_batch_size: int, max_length: int, max_prompt_length: int, seed: int = 0,
-                 num_workers: int = 0, name: str = "data"):
+                 num_workers: int = 0, name: str = "data", group: int = 0, pack: bool = False):
+        """group > 1: training batches of similar length (windows of `group` batches sorted by length, seeded);
+        pack: several sequences per row of at most max_length tokens, no padding inside (alignlab.data.tokenize.pack;
+        only for models whose attention keeps packed sequences apart, see alignlab.forward.packs_correctly).
+        Validation batches are always taken in length order."""
         super().__init__()
         if kind not in ("pairs", "sequences"):
             raise ValueError(f"unknown batch kind {kind!r}")
         self.kind, self.batch_size, self.eval_batch_size = kind, batch_size, eval_batch_size
-        self.seed, self.num_workers = seed, num_workers
+        # packing fills rows best from sequences of mixed lengths: length grouping is for padded batches only
+        self.seed, self.num_workers, self.group = seed, num_workers, 0 if pack else group
         self.train = tokenize_rows(tokenizer, train_rows, kind, max_length, max_prompt_length, f"{name}/train")
         self.val = tokenize_rows(tokenizer, val_rows, kind, max_length, max_prompt_length, f"{name}/validation") \
             if val_rows else []
+        self.val.sort(key=row_length)  # evaluation order does not matter; similar lengths pad less
         collator = PreferenceCollator if kind == "pairs" else SequenceCollator
-        self.collate = collator(tokenizer.pad_token_id)
+        self.collate = collator(tokenizer.pad_token_id, pack_width=max_length if pack else None)
 
     def optimizer_steps(self, trainer) -> int:
         """Total optimizer steps of the fit, for LR schedules. Lightning's `estimated_stepping_batches` would build
@@ -124,7 +157,7 @@ class AlignmentDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return ResumableDataLoader(self.train, batch_size=self.batch_size, seed=self.seed, collate_fn=self.collate,
-                                   num_workers=self.num_workers, **self.shard())
+                                   num_workers=self.num_workers, group=self.group, **self.shard())
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.val:

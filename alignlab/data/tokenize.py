@@ -81,7 +81,10 @@ def tokenize_pair(tokenizer, row: dict, max_length: int, max_prompt_length: int,
     if chosen == rejected:
         stats.drop("chosen equals rejected after truncation")
         return None
-    return {"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected}
+    out = {"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected}
+    if row.get("chosen_ref_logps") is not None:  # precomputed by the reference_logps stage, for exactly these ids
+        out["ref_logps"] = (row["chosen_ref_logps"], row["rejected_ref_logps"])
+    return out
 
 
 def tokenize_text(tokenizer, row: dict, max_length: int, max_prompt_length: int,
@@ -111,24 +114,74 @@ def collate_sequences(prompts: list[list[int]], responses: list[list[int]], pad_
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
+def pack_sequences(prompts: list[list[int]], responses: list[list[int]], pad_token_id: int, width: int) -> dict:
+    """The sequences (prompt + response) placed first-fit-decreasing into rows of at most `width` tokens (wider ones
+    get a row of their own): input_ids, position_ids restarting at 0 for each sequence, labels (prompt, padding and
+    each sequence's first token set to IGNORE_INDEX: it is never predicted, as in a padded batch), sequence_index
+    (the sequence of each token) and num_sequences. No attention_mask: transformers keeps packed sequences apart
+    from their position ids (the padding at a row's end is a sequence of its own)."""
+    lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]
+    rows: list[list[int]] = []
+    used: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda k: -lengths[k]):
+        fit = next((k for k, u in enumerate(used) if u + lengths[i] <= width), None)
+        if fit is None:
+            rows.append([i])
+            used.append(lengths[i])
+        else:
+            rows[fit].append(i)
+            used[fit] += lengths[i]
+    shape = (len(rows), max(used))
+    input_ids = torch.full(shape, pad_token_id, dtype=torch.long)
+    labels = torch.full(shape, IGNORE_INDEX, dtype=torch.long)
+    position_ids = torch.arange(shape[1]).repeat(shape[0], 1)
+    sequence_index = torch.full(shape, -1, dtype=torch.long)
+    for k, row in enumerate(rows):
+        offset = 0
+        for i in row:
+            p, r, n = prompts[i], responses[i], lengths[i]
+            input_ids[k, offset:offset + n] = torch.tensor(p + r, dtype=torch.long)
+            labels[k, offset + len(p):offset + n] = torch.tensor(r, dtype=torch.long)
+            labels[k, offset] = IGNORE_INDEX
+            position_ids[k, offset:offset + n] = torch.arange(n)
+            sequence_index[k, offset:offset + n] = i
+            offset += n
+        position_ids[k, offset:] = torch.arange(shape[1] - offset)
+    return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids,
+            "sequence_index": sequence_index, "num_sequences": len(lengths)}
+
+
+def collate(prompts: list[list[int]], responses: list[list[int]], pad_token_id: int, pack_width: int | None) -> dict:
+    """A padded batch (one sequence per row), or a packed one when pack_width is given."""
+    if pack_width:
+        return pack_sequences(prompts, responses, pad_token_id, pack_width)
+    return collate_sequences(prompts, responses, pad_token_id)
+
+
 @dataclass
 class PreferenceCollator:
-    """Batch of B pairs -> 2B sequences: rows [0, B) are the chosen responses, rows [B, 2B) the rejected ones."""
+    """Batch of B pairs -> 2B sequences: sequences [0, B) are the chosen responses, [B, 2B) the rejected ones (one
+    per row, right-padded; or packed several per row with pack_width)."""
     pad_token_id: int
+    pack_width: int | None = None
 
     def __call__(self, rows: list[dict]) -> dict:
         prompts = [r["prompt_ids"] for r in rows]
-        batch = collate_sequences(prompts + prompts, [r["chosen_ids"] for r in rows] +
-                                  [r["rejected_ids"] for r in rows], self.pad_token_id)
+        batch = collate(prompts + prompts, [r["chosen_ids"] for r in rows] + [r["rejected_ids"] for r in rows],
+                        self.pad_token_id, self.pack_width)
         batch["num_pairs"] = len(rows)
+        if all("ref_logps" in r for r in rows):  # the reference's log-probs travel with the batch (2B, same order)
+            batch["ref_logps"] = torch.tensor([r["ref_logps"][0] for r in rows] + [r["ref_logps"][1] for r in rows],
+                                              dtype=torch.float64)
         return batch
 
 
 @dataclass
 class SequenceCollator:
-    """Batch of SFT examples -> B sequences."""
+    """Batch of SFT examples -> B sequences (padded, or packed with pack_width)."""
     pad_token_id: int
+    pack_width: int | None = None
 
     def __call__(self, rows: list[dict]) -> dict:
-        return collate_sequences([r["prompt_ids"] for r in rows], [r["response_ids"] for r in rows],
-                                 self.pad_token_id)
+        return collate([r["prompt_ids"] for r in rows], [r["response_ids"] for r in rows], self.pad_token_id,
+                       self.pack_width)

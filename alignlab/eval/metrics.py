@@ -23,9 +23,12 @@ from alignlab.losses import logratio_score, pair_accuracy, sequence_kl, shift_fo
 from alignlab.sampling import sample_completions
 
 
-def _batches(items: list, size: int):
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def _batches(items: list, size: int, length):
+    """Batches of items taken in order of length (the statistics here are sums: the order does not matter, and
+    similar lengths pad less)."""
+    ordered = sorted(items, key=length)
+    for start in range(0, len(ordered), size):
+        yield ordered[start:start + size]
 
 
 def mean_and_stderr(values: list[float]) -> tuple[float, float]:
@@ -42,7 +45,7 @@ def sample_statistics(policy, reference, samples: list[dict], pad_token_id: int,
     per-token predictive entropy of pi ("entropy")."""
     kls, entropy_sum, tokens = [], 0.0, 0.0
     with eval_mode(policy, reference):
-        for chunk in _batches(samples, batch_size):
+        for chunk in _batches(samples, batch_size, lambda s: len(s["prompt_ids"]) + len(s["completion_ids"])):
             batch = collate_sequences([s["prompt_ids"] for s in chunk], [s["completion_ids"] for s in chunk],
                                       pad_token_id)
             batch = to_device(batch, device_of(policy))
@@ -66,7 +69,8 @@ def preference_accuracy(policy, reference, pairs: list[dict], pad_token_id: int,
     preference_score = preference_score or logratio_score
     collate, correct = PreferenceCollator(pad_token_id), 0.0
     with eval_mode(policy, reference):
-        for chunk in _batches(pairs, batch_size):
+        for chunk in _batches(pairs, batch_size, lambda p: len(p["prompt_ids"]) + max(len(p["chosen_ids"]),
+                                                                                 len(p["rejected_ids"]))):
             batch = collate(chunk)
             policy_logps, n_tokens = response_logps(policy, to_device(batch, device_of(policy)))
             ref_logps, _ = response_logps(reference, to_device(batch, device_of(reference)))

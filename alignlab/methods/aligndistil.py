@@ -3,8 +3,8 @@ DPO model and a reverse-DPO model (or the reference, for the `dpo_ref` teacher).
 
     loss(x, y) = (1/|y|) sum_t m_t w_t KL(pi(.|s_t) || pi*(.|s_t))
 
-The frozen models only produce logits at the response positions (their hidden states are projected by the LM head
-there and nowhere else), so a batch never holds full-vocabulary rows of the teachers for prompt and padding.
+Every model projects to the vocabulary only at the response positions, chunk by chunk, fused with the KL terms
+(alignlab.forward.distillation_terms): a step holds the three models' hidden states there, never their logits.
 Off-policy, y is the dataset's chosen response (or both responses); on-policy, y is sampled from the current
 student for each prompt of the batch, every step.
 """
@@ -12,29 +12,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import torch
-
 from alignlab import strategies
 from alignlab.data.tokenize import IGNORE_INDEX, collate_sequences
 from alignlab.errors import ConfigError
-from alignlab.sampling import generate_from_ids
-from alignlab.losses import TEACHERS, aligndistil_loss, shift_for_next_token
-from alignlab.forward import logits_at_positions, logits_of
+from alignlab.forward import distillation_terms
+from alignlab.losses import TEACHERS
 from alignlab.methods.base import AlignmentModule, check_positive
 from alignlab.methods.frozen import REFERENCE, FrozenModel, Training
+from alignlab.sampling import generate_from_ids
 
 MODES = ("off_policy", "on_policy")
-
-
-def packed_logps(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor, batch_size: int,
-                 chunk_size: int) -> torch.Tensor:
-    """sum_t log p(y_t|s_t) per sequence from [N, V] logits at the response positions."""
-    out = torch.zeros(batch_size, dtype=torch.float32, device=logits.device)
-    for start in range(0, targets.numel(), chunk_size):
-        z = logits[start:start + chunk_size].float()
-        t = targets[start:start + chunk_size]
-        out.index_add_(0, rows[start:start + chunk_size], z.gather(-1, t[:, None]).squeeze(1) - z.logsumexp(-1))
-    return out
 
 
 def default_r(mode: str) -> float:
@@ -96,6 +83,11 @@ class AlignDistil(AlignmentModule):
             raise ConfigError("method.mode=on_policy needs the tokenizer (pass tokenizer=...)")
 
     @property
+    def supports_packing(self) -> bool:
+        """On-policy batches are rebuilt from the prompts of padded rows every step."""
+        return self.mode != "on_policy"
+
+    @property
     def other_model(self):
         """The second model of the teacher: the reverse-DPO model, or the reference for `dpo_ref`."""
         return self.reference if self.teacher == "dpo_ref" else self.reverse_model
@@ -114,17 +106,11 @@ class AlignDistil(AlignmentModule):
     def loss_and_metrics(self, batch):
         if self.mode == "on_policy" and self.training:
             batch = self.on_policy_batch(batch)
-        student_logits, labels = shift_for_next_token(logits_of(self.policy, batch), batch["labels"])
-        rows, cols = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
-        z_dpo = logits_at_positions(self.dpo_model, batch, rows, cols)
-        z_other = logits_at_positions(self.other_model, batch, rows, cols)
-        out = aligndistil_loss(student_logits, z_dpo, z_other, labels, self.teacher, self.beta, self.beta0,
-                               self.r, self.eps, chunk_size=self.chunk_size, teacher_at_positions=True)
-        targets, b = labels[rows, cols], labels.shape[0]
-        contrastive = self.beta0 * (packed_logps(z_dpo, targets, rows, b, self.chunk_size) -
-                                    packed_logps(z_other, targets, rows, b, self.chunk_size))
+        out = distillation_terms(self.policy, self.dpo_model, self.other_model, batch, self.teacher, self.beta,
+                                 self.beta0, self.r, self.eps, self.chunk_size)
+        contrastive = self.beta0 * (out["dpo_logps"] - out["other_logps"])
         other = "ref" if self.teacher == "dpo_ref" else "reverse"
         metrics = {"aligndistil/alpha_mean": out["alpha_mean"], "aligndistil/weight_mean": out["weight_mean"],
                    "kl/teacher": out["kl_teacher"], "kl/dpo": out["kl_dpo"], f"kl/{other}": out["kl_other"],
-                   "rewards/contrastive": contrastive, "response_tokens": (labels != IGNORE_INDEX).sum(1).float()}
+                   "rewards/contrastive": contrastive, "response_tokens": out["n_tokens"]}
         return out["losses"].mean(), metrics

@@ -14,11 +14,11 @@ import torch
 from transformers import get_scheduler
 
 from alignlab import strategies
-from alignlab.errors import ConfigError
 from alignlab.data.rows import as_sequences
+from alignlab.errors import ConfigError
 from alignlab.forward import response_logps
 from alignlab.losses import logratio_score, pair_accuracy
-from alignlab.methods.frozen import REFERENCE, FrozenModel
+from alignlab.methods.frozen import REFERENCE, REFERENCE_LOGPS, FrozenModel
 
 SCHEDULERS = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
 
@@ -54,12 +54,14 @@ class AlignmentModule(L.LightningModule):
     frozen = ("reference",)       # attribute names of frozen models, kept out of optimizers and checkpoints
     frozen_settings: tuple[str, ...] = ()  # method.* keys that describe frozen models, not constructor arguments
     inspect_signal = "logratio"   # the token-level signal `python -m alignlab.inspect` shows by default
+    reads_reference_logps_only = False  # True: batches may carry the reference's log-probs instead (ref_logps)
+    supports_packing = True       # the loss reads batches through alignlab.forward, which handles packed rows
 
     def __init__(self, policy, reference=None, optim: dict | None = None, name: str | None = None, tokenizer=None,
                  optimizer_factory=None):
         super().__init__()
         self.tokenizer = tokenizer  # for methods that generate (on-policy); not a module, never checkpointed
-        if self.needs_reference and reference is None:
+        if self.needs_reference and reference is None and not self.reads_reference_logps_only:
             raise ConfigError(f"method {name or type(self).__name__} needs a reference model")
         self.policy = policy
         self.reference = reference
@@ -81,6 +83,15 @@ class AlignmentModule(L.LightningModule):
     def frozen_models(cls, settings) -> dict[str, FrozenModel]:
         """The frozen models this objective needs, by constructor argument (METHODS.md: the reference)."""
         return {"reference": REFERENCE} if cls.needs_reference else {}
+
+    @staticmethod
+    def reference_from_settings(settings) -> dict[str, FrozenModel]:
+        """For objectives that read only the reference's sequence log-probs: method.reference=precomputed (a cached
+        stage, no reference model in training) or live (a forward of the frozen reference every step)."""
+        how = settings.get("reference", "live")
+        if how not in ("precomputed", "live"):
+            raise ConfigError(f"method.reference={how!r} is not one of ['live', 'precomputed']")
+        return {"reference": REFERENCE_LOGPS if how == "precomputed" else REFERENCE}
 
     @classmethod
     def check_trainer(cls, settings, trainer_cfg) -> None:
@@ -105,6 +116,13 @@ class AlignmentModule(L.LightningModule):
 
     # ---- shared machinery ---------------------------------------------------------------------------------
     def reference_logps(self, batch: dict) -> torch.Tensor:
+        """log ref(y) per sequence: precomputed ones carried by the batch (method.reference=precomputed), else a
+        forward of the frozen reference."""
+        if "ref_logps" in batch:
+            return batch["ref_logps"].to(torch.float32)
+        if self.reference is None:
+            raise ConfigError(f"method {self.method_name}: the batch carries no precomputed reference log-probs and no "
+                              f"reference model was given (method.reference=live loads one)")
         with torch.no_grad():
             return response_logps(self.reference, batch)[0]
 

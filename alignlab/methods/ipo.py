@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from alignlab.errors import ConfigError
-from alignlab.losses import ipo_loss
 from alignlab.forward import response_logps
+from alignlab.losses import ipo_loss
 from alignlab.methods.base import AlignmentModule, check_positive, preference_metrics
 
 
@@ -12,7 +12,14 @@ class IPO(AlignmentModule):
     is divided by its response length |y| first (TRL's choice). rewards/* are beta times the logratio the loss
     sees (so per token under length_normalize)."""
 
-    def __init__(self, policy, reference, beta: float = 0.1, length_normalize: bool = False, **kwargs):
+    reads_reference_logps_only = True   # method.reference=precomputed: a cached stage instead of a reference forward
+    frozen_settings = ("reference",)
+
+    @classmethod
+    def frozen_models(cls, settings):
+        return cls.reference_from_settings(settings)
+
+    def __init__(self, policy, reference=None, beta: float = 0.1, length_normalize: bool = False, **kwargs):
         super().__init__(policy, reference, **kwargs)
         check_positive(beta=beta)
         if not isinstance(length_normalize, bool):
@@ -26,7 +33,7 @@ class IPO(AlignmentModule):
 
     def loss_and_metrics(self, batch):
         b = batch["num_pairs"]
-        ref = self.reference_logps(batch)          # first, so its logits are freed before the policy's exist
+        ref = self.reference_logps(batch)
         policy, n_tokens = response_logps(self.policy, batch)
         if self.length_normalize:
             n_tokens = n_tokens.clamp(min=1)

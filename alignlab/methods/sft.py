@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from alignlab.errors import ConfigError
-from alignlab.losses import sft_loss
 from alignlab.forward import response_logps
+from alignlab.losses import sft_loss
 from alignlab.methods.base import AlignmentModule
 
 

@@ -7,8 +7,8 @@ No reference model is loaded for training (needs_reference = False); evaluation 
 from __future__ import annotations
 
 from alignlab.errors import ConfigError
-from alignlab.losses import simpo_loss
 from alignlab.forward import response_logps
+from alignlab.losses import simpo_loss
 from alignlab.methods.base import AlignmentModule, check_positive, preference_metrics
 
 

@@ -7,17 +7,16 @@ METHODS.md section 2.
 `method=tdpo1` and `method=tdpo2` are two configs of this one class with `variant` set explicitly (the official
 code's "TDPO2" command silently runs TDPO1; here the choice is always visible).
 
-Unlike DPO, the loss needs the reference's full logits at every response position, so the reference logits stay
-alive through the policy's forward and backward: one extra [2B, T, V] tensor, the price METHODS accepts. Every
-other vocabulary-sized temporary is chunked inside token_logps_and_kl (`chunk_size` response positions at a time).
+Unlike DPO, the loss needs the reference's full distribution at every response position. Both models project to
+the vocabulary only there, `chunk_size` positions at a time, fused with the KL (alignlab.forward.
+response_logps_and_kl): the step holds the reference's hidden states at those positions, never its logits, so
+TDPO's memory stays that of DPO with a live reference.
 """
 from __future__ import annotations
 
-import torch
-
 from alignlab.errors import ConfigError
-from alignlab.losses import TDPO_VARIANTS, pair_accuracy, shift_for_next_token, tdpo_loss, token_logps_and_kl
-from alignlab.forward import logits_of
+from alignlab.forward import response_logps_and_kl
+from alignlab.losses import TDPO_VARIANTS, pair_accuracy, tdpo_loss
 from alignlab.methods.base import AlignmentModule, check_positive, preference_metrics
 
 DEFAULT_ALPHA = 0.5  # the paper's TDPO2 default
@@ -45,12 +44,7 @@ class TDPO(AlignmentModule):
 
     def loss_and_metrics(self, batch):
         b = batch["num_pairs"]
-        with torch.no_grad():
-            ref_logits = logits_of(self.reference, batch)
-        policy_logits = logits_of(self.policy, batch)
-        policy_logits, labels = shift_for_next_token(policy_logits, batch["labels"])
-        ref_logits, _ = shift_for_next_token(ref_logits, batch["labels"])
-        policy, ref, seq_kl = token_logps_and_kl(policy_logits, ref_logits, labels, chunk_size=self.chunk_size)
+        policy, ref, seq_kl = response_logps_and_kl(self.policy, self.reference, batch, self.chunk_size)
         logratio = policy - ref
         losses, tdpo_chosen, tdpo_rejected = tdpo_loss(logratio[:b], logratio[b:], seq_kl[:b], seq_kl[b:],
                                                        self.beta, self.alpha, self.variant)

@@ -156,11 +156,33 @@ def make_trainer(trainer_cfg, root_dir: Path, loggers=False, callbacks=(), what:
                        callbacks=[*callbacks, guard, *console.progress_bar(trainer_cfg, what)], **overrides)
 
 
-def make_datamodule(data_cfg, tokenizer, kind: str, rows: dict, seed: int) -> AlignmentDataModule:
-    """rows: {"train": [...], "validation": [...]}; batch sizes and lengths from the data config node."""
+def make_datamodule(data_cfg, tokenizer, kind: str, rows: dict, seed: int, module=None) -> AlignmentDataModule:
+    """rows: {"train": [...], "validation": [...]}; batch sizes, lengths and batching from the data config node.
+    data.group_by_length: training batches of similar length; data.packing (auto | true | false): several sequences
+    per row without padding, when the module can train on packed batches and its policy keeps packed sequences
+    apart (checked on a small batch: alignlab.forward.packs_correctly)."""
     return AlignmentDataModule(tokenizer, rows["train"], rows["validation"], kind, data_cfg.batch_size,
                                data_cfg.eval_batch_size, data_cfg.max_length, data_cfg.max_prompt_length,
-                               seed=seed, num_workers=data_cfg.num_workers, name=data_cfg.name)
+                               seed=seed, num_workers=data_cfg.num_workers, name=data_cfg.name,
+                               group=data_cfg.get("group_by_length", 0), pack=use_packing(data_cfg, module))
+
+
+def use_packing(data_cfg, module) -> bool:
+    from alignlab.forward import packs_correctly
+
+    setting = data_cfg.get("packing", False)
+    if setting not in (True, False, "auto"):
+        raise ConfigError(f"data.packing={setting!r} is not one of [auto, true, false]")
+    if setting is False or module is None:
+        return False
+    if module.supports_packing and packs_correctly(module.policy):
+        return True
+    if setting is True:
+        raise ConfigError(f"data.packing=true but method {module.method_name} cannot train on packed batches or "
+                          f"the policy's attention does not keep packed sequences apart; use data.packing=auto")
+    log.info("data.packing=auto: padded batches (method %s or its policy cannot use packed ones)",
+             module.method_name)
+    return False
 
 
 def build_module(method_cfg, policy, frozen: dict, tokenizer, optimizer_factory=None):

@@ -14,6 +14,7 @@ from alignlab import models
 from alignlab.data.rows import swap_preferences
 from alignlab.forward import check_output_head
 from alignlab.methods.frozen import FrozenModel, Training
+from alignlab.pipeline import reference_logps
 from alignlab.pipeline.cache import cached_stage
 from alignlab.pipeline.fit import build_module, make_datamodule, make_trainer
 from alignlab.pipeline.start import StartModel
@@ -29,7 +30,7 @@ def train_frozen_model(training: Training, start: StartModel, rows: dict, tokeni
         module = build_module({**training.method, "name": training.stage}, start.trainable(), frozen, tokenizer)
         split_rows = {k: swap_preferences(v) if training.swap_preferences else v for k, v in rows.items()}
         data = make_datamodule(data_cfg, tokenizer, module.batch_kind,
-                               {k: module.training_rows(v) for k, v in split_rows.items()}, seed=seed)
+                               {k: module.training_rows(v) for k, v in split_rows.items()}, seed, module)
         trainer = make_trainer(trainer_cfg, tmp, loggers=CSVLogger(str(tmp), name="logs", version=""),
                                max_epochs=training.max_epochs, max_steps=-1, enable_checkpointing=False)
         trainer.fit(module, datamodule=data)
@@ -41,18 +42,26 @@ def train_frozen_model(training: Training, start: StartModel, rows: dict, tokeni
 
 
 def prepare_frozen(declared: dict[str, FrozenModel], start: StartModel, rows: dict, tokenizer, dtype: str,
-                   trainer_cfg, data_cfg, seed: int, cache_dir) -> tuple[dict, dict]:
-    """The declared frozen models by name, and where each came from (given or trained ones: their directories)."""
+                   trainer_cfg, data_cfg, seed: int, cache_dir) -> tuple[dict, dict, dict]:
+    """(the declared frozen models by name, where each came from, the rows). Given and trained models are loaded
+    from their directories; a logps_only model is not loaded at all: its log-probs of the pairs are attached to the
+    rows (alignlab.pipeline.reference_logps), and `paths` names that stage as "<key>_logps"."""
     loaded, paths = {}, {}
     for key, spec in declared.items():
         path = spec.path or (spec.training and train_frozen_model(spec.training, start, rows, tokenizer,
                                                                    trainer_cfg, data_cfg, seed, cache_dir))
+        def new_model(path=path, key=key, spec=spec):
+            return models.load_pretrained(str(path), spec.dtype or dtype, key=f"method.{key}") if path \
+                else start.new()
+
         if path:
-            model = models.load_pretrained(str(path), spec.dtype or dtype, key=f"method.{key}")
             models.check_same_tokenizer(tokenizer, path, "the policy's tokenizer", f"method.{key}={str(path)!r}")
             paths[key] = str(path)
-        else:
-            model = start.new()
-        loaded[key] = models.freeze(model)
+        if spec.logps_only:
+            rows, stage = reference_logps.precompute(new_model, str(path or start.id), rows, tokenizer, data_cfg,
+                                                     spec.dtype or dtype, cache_dir)
+            paths[f"{key}_logps"] = str(stage)
+            continue
+        loaded[key] = models.freeze(new_model())
         check_output_head(loaded[key], f"method.{key}")  # frozen models are projected at selected positions only
-    return loaded, paths
+    return loaded, paths, rows

@@ -1,6 +1,12 @@
 #!/usr/bin/env python
 """DPO training-step benchmark: alignlab (LightningModule + lightning.Trainer) vs TRL's DPOTrainer vs a bare loop.
 
+Variants: `alignlab` as a user gets it by default (method.reference=precomputed: the reference's log-probs of the
+pairs computed once before training, that pass timed separately; the vocabulary projection fused and only at
+response positions), `alignlab-live` (the reference runs every step, still fused), `trl` (DPOTrainer with a live
+reference), `trl-precomputed` (precompute_ref_log_probs=True; its precompute pass happens in DPOTrainer.__init__
+and is timed separately) and `bare` (the naive loop: full logits of policy and reference every step).
+
 All three train the same random-init model (the architecture of conf/model/<--model>.yaml, built with
 alignlab.models.build_random, seed 0) against a frozen copy of itself, on the same random preference pairs, with
 the same objective (sigmoid DPO, beta 0.1, summed response log-probs), optimizer (torch AdamW, lr 1e-6, no weight
@@ -42,7 +48,7 @@ from pathlib import Path
 from common import parse_overrides  # noqa: E402  (this folder is on sys.path)
 
 REPO = Path(__file__).resolve().parents[2]
-VARIANTS = ("alignlab", "trl", "bare")
+VARIANTS = ("alignlab", "alignlab-live", "trl", "trl-precomputed", "bare")
 EOS_ID = 0  # token 0 is EOS and padding (as in Pythia's tokenizer); random tokens are drawn from [1, V)
 EOS_TEXT = "<|endoftext|>"
 
@@ -179,7 +185,7 @@ def _pairs_per_step(cfg) -> list[list[dict]]:
 
 
 # ---- 1. alignlab ----------------------------------------------------------------------------------------------------
-def run_alignlab(cfg, device, rec):
+def run_alignlab(cfg, device, rec, live: bool = False):
     import lightning as L
     from torch.utils.data import DataLoader
 
@@ -224,6 +230,19 @@ def run_alignlab(cfg, device, rec):
             self.grab_first_logps(trainer)
 
     policy, reference = _build_models(cfg)
+    if not live:  # what method.reference=precomputed does before training: one no-grad pass of the reference
+        from alignlab.pipeline.reference_logps import score_pairs
+
+        steps = _pairs_per_step(cfg)
+        distinct = list({id(r): r for rows in steps for r in rows}.values())  # each pair once
+        reference.to(device)
+        _sync(device)
+        t0 = time.perf_counter()
+        scores = dict(zip(map(id, distinct), score_pairs(reference, distinct, EOS_ID, batch_size=cfg["pairs"])))
+        _sync(device)
+        rec["precompute_s"] = time.perf_counter() - t0
+        batches[:] = [collate([{**r, "ref_logps": tuple(scores[id(r)])} for r in rows]) for rows in steps]
+        reference = None  # not loaded for training at all
     module = DPO(policy, reference, beta=cfg["beta"], label_smoothing=0.0,
                  optim={"lr": cfg["lr"], "weight_decay": 0.0, "warmup_ratio": 0.0, "scheduler": "constant"})
     trainer = L.Trainer(
@@ -255,7 +274,7 @@ def _text(ids: list[int]) -> str:
     return " ".join(EOS_TEXT if i == EOS_ID else f"t{i}" for i in ids)
 
 
-def run_trl(cfg, device, rec):
+def run_trl(cfg, device, rec, precompute: bool = False):
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
@@ -298,7 +317,7 @@ def run_trl(cfg, device, rec):
         # --trl-optim, default "adamw_torch": the same torch AdamW as the other two (TRL defaults to the fused one)
         optim=cfg["trl_optim"], max_grad_norm=cfg["max_grad_norm"],
         beta=cfg["beta"], loss_type=["sigmoid"], label_smoothing=0.0,
-        max_length=cfg["seq_len"], precompute_ref_log_probs=False,
+        max_length=cfg["seq_len"], precompute_ref_log_probs=precompute,
         gradient_checkpointing=False,            # DPOConfig defaults to True; the others do not checkpoint
         bf16=bf16, fp16=False, use_cpu=device.type == "cpu",
         train_sampling_strategy="sequential",    # the same pairs in the same order as the other variants
@@ -306,8 +325,15 @@ def run_trl(cfg, device, rec):
         dataloader_num_workers=0,
     )
     policy, reference = _build_models(cfg)
+    if precompute:  # TRL scores the train set with the (initial) policy in __init__ and keeps no reference model
+        reference = None
+    _sync(device)
+    t0 = time.perf_counter()
     trainer = BenchDPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=dataset,
                               processing_class=_word_tokenizer(cfg["arch"]["vocab_size"]), callbacks=[StepTimer()])
+    _sync(device)
+    if precompute:
+        rec["precompute_s"] = time.perf_counter() - t0  # DPOTrainer.__init__: tokenisation + the reference pass
     first = trainer.train_dataset[0]   # TRL's tokenisation must reproduce our ids (same tokens per step)
     if (first["prompt_ids"], first["chosen_ids"], first["rejected_ids"]) != \
             (flat[0]["prompt_ids"], flat[0]["chosen_ids"], flat[0]["rejected_ids"]):
@@ -366,7 +392,8 @@ def run_bare(cfg, device, rec):
             rec["_logps"] = (pol[:b].detach().mean(), pol[b:].detach().mean())
 
 
-RUNNERS = {"alignlab": run_alignlab, "trl": run_trl, "bare": run_bare}
+RUNNERS = {"alignlab": run_alignlab, "alignlab-live": lambda c, d, r: run_alignlab(c, d, r, live=True),
+           "trl": run_trl, "trl-precomputed": lambda c, d, r: run_trl(c, d, r, precompute=True), "bare": run_bare}
 
 
 def child_main(variant: str, cfg: dict, queue) -> None:
@@ -399,6 +426,7 @@ def child_main(variant: str, cfg: dict, queue) -> None:
         queue.put({"ok": True, "variant": variant, "step_s": rec["step_s"], "starts": rec["starts"],
                    "losses": losses, "first_logps": {"chosen": logps[0], "rejected": logps[1]},
                    "peak_mem_mb": peak_mb, "baseline_rss_mb": rss0 / 2**20, "wall_s": wall,
+                   "precompute_s": rec.get("precompute_s"),
                    "threads": torch.get_num_threads(), "device_name": _device_name(device)})
     except BaseException as err:  # report, do not hang the parent
         import traceback
@@ -453,7 +481,7 @@ def summarise(runs: list[dict], cfg: dict) -> dict:
         "first_step_logps": first["first_logps"], "losses": first["losses"],
         "step_s": [r["step_s"] for r in runs] if len(runs) > 1 else first["step_s"],
         "wall_s": sum(r["wall_s"] for r in runs), "threads": first["threads"], "device_name": first["device_name"],
-        "runs": len(runs),
+        "runs": len(runs), "precompute_s": first.get("precompute_s"),
     }
 
 
@@ -478,12 +506,12 @@ def cross_check(figs: dict, precision: str) -> list[str]:
 
 def ratios(figs: dict) -> dict:
     out = {}
-    if "alignlab" in figs:
-        for other in ("trl", "bare"):
-            if other in figs:
-                out[f"alignlab/{other}"] = {
-                    "speed": figs["alignlab"]["tokens_per_s"] / figs[other]["tokens_per_s"],   # >1: alignlab faster
-                    "memory": figs["alignlab"]["peak_mem_mb"] / figs[other]["peak_mem_mb"],    # <1: alignlab smaller
+    for ours in ("alignlab", "alignlab-live"):
+        for other in ("bare", "trl", "trl-precomputed"):
+            if ours in figs and other in figs:
+                out[f"{ours}/{other}"] = {
+                    "speed": figs[ours]["tokens_per_s"] / figs[other]["tokens_per_s"],   # >1: alignlab faster
+                    "memory": figs[ours]["peak_mem_mb"] / figs[other]["peak_mem_mb"],    # <1: alignlab smaller
                 }
     return out
 
@@ -501,14 +529,15 @@ def print_report(cfg, figs, rat, problems, load_before, load_after):
     if max(load_before, load_after) > 0.5 * (os.cpu_count() or 1):
         print("WARNING: other processes were using the CPU during the benchmark: step times are noisy "
               "(compare the min column, or use --repeat)", file=sys.stderr)
-    header = f"{'variant':<10} {'median step s':>14} {'min step s':>11} {'period s':>9} {'tokens/s':>10} " \
-             f"{mem_kind:>13} {'loss step 1':>12} {'loss last':>10}"
+    header = f"{'variant':<16} {'median step s':>14} {'min step s':>11} {'period s':>9} {'tokens/s':>10} " \
+             f"{mem_kind:>13} {'loss step 1':>12} {'loss last':>10} {'precompute s':>13}"
     print(header)
     print("-" * len(header))
     for name, f in figs.items():
         period = f"{f['median_period_s']:.3f}" if f["median_period_s"] is not None else "-"
-        print(f"{name:<10} {f['median_step_s']:>14.3f} {f['min_step_s']:>11.3f} {period:>9} {f['tokens_per_s']:>10.1f} "
-              f"{f['peak_mem_mb']:>13.0f} {f['first_step_loss']:>12.6f} {f['last_step_loss']:>10.6f}")
+        pre = f"{f['precompute_s']:.3f}" if f.get("precompute_s") is not None else "-"
+        print(f"{name:<16} {f['median_step_s']:>14.3f} {f['min_step_s']:>11.3f} {period:>9} {f['tokens_per_s']:>10.1f} "
+              f"{f['peak_mem_mb']:>13.0f} {f['first_step_loss']:>12.6f} {f['last_step_loss']:>10.6f} {pre:>13}")
     for key, r in rat.items():
         print(f"{key}: speed x{r['speed']:.3f} (tokens/s ratio, >1 = alignlab faster), "
               f"memory x{r['memory']:.3f} (<1 = alignlab smaller)")
