@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shlex
 import sys
 from pathlib import Path
+
+if not sys.stderr.isatty():  # a log file, not a terminal: no carriage-return progress bars (set before tqdm loads)
+    os.environ.setdefault("TQDM_DISABLE", "1")
 
 import hydra
 from hydra.core.hydra_config import HydraConfig

@@ -89,7 +89,12 @@ def policy_state_dict(ckpt_path, prefix: str = POLICY_PREFIX, tag: str | None = 
 
 def load_policy(ckpt_path, model, tag: str | None = None, unsafe_full_unpickle: bool = False):
     """Load the checkpoint's policy into `model` (same architecture); every tensor must match."""
-    state = policy_state_dict(ckpt_path, tag=tag, unsafe_full_unpickle=unsafe_full_unpickle)
+    return load_state(model, policy_state_dict(ckpt_path, tag=tag, unsafe_full_unpickle=unsafe_full_unpickle),
+                      ckpt_path)
+
+
+def load_state(model, state: dict, where):
+    """`state` (policy tensors) into `model`; every tensor must match."""
     missing, unexpected = model.load_state_dict(state, strict=False)
     aliases: dict[int, list[str]] = {}  # tied weights (GPT-2's LM head) appear under one name only
     for key, param in model.named_parameters(remove_duplicate=False):
@@ -97,7 +102,7 @@ def load_policy(ckpt_path, model, tag: str | None = None, unsafe_full_unpickle: 
     covered = {k for keys in aliases.values() if any(x in state for x in keys) for k in keys}
     missing = [k for k in missing if k not in covered]
     if missing or unexpected:
-        raise ConfigError(f"{ckpt_path}: the policy in the checkpoint does not fit the model: missing "
+        raise ConfigError(f"{where}: the policy in the checkpoint does not fit the model: missing "
                           f"{missing[:3]}{'...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}")
     return model
 
@@ -110,9 +115,10 @@ def convert(ckpt_path, out_dir, like, dtype: str = "float32", tag: str | None = 
 
     from alignlab.models import torch_dtype
 
+    state = policy_state_dict(ckpt_path, tag=tag, unsafe_full_unpickle=unsafe_full_unpickle)  # refused first
     config = AutoConfig.from_pretrained(str(like), trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, trust_remote_code=trust_remote_code)
-    load_policy(ckpt_path, model, tag=tag, unsafe_full_unpickle=unsafe_full_unpickle).to(torch_dtype(dtype))
+    load_state(model, state, ckpt_path).to(torch_dtype(dtype))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

@@ -19,8 +19,10 @@ NOTICES = (
     r".*does not have many workers",              # data.num_workers=0 is the tested default; batches are tiny
     r"The '\w+_dataloader' does not have many workers",
 )
+# Their INFO lines (hardware, seeds, tips, "fit stopped") go to the log file only.
 QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.seed",
-                 "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.distributed")
+                 "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.distributed",
+                 "lightning.pytorch.trainer.connectors")
 CONSOLE_FORMAT = "%(message)s"
 
 
@@ -32,11 +34,13 @@ class _Level(logging.Formatter):
         return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
 
 
-class _FileOnly(logging.Filter):
-    """Records logged with extra={"console": False} go to the log file, not the console (which shows them in
-    another form, e.g. the final `alignlab: error: ...` line)."""
+class _ConsoleOnly(logging.Filter):
+    """What the console handler leaves to the log file: the QUIET_LOGGERS' lines below WARNING, and records logged
+    with extra={"console": False} (shown in another form, e.g. the final `alignlab: error: ...` line)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING and record.name.startswith(QUIET_LOGGERS):
+            return False
         return getattr(record, "console", True)
 
 
@@ -48,8 +52,6 @@ def filter_notices() -> None:
 def setup() -> None:
     """Configure the console of a run (see the module docstring). Idempotent."""
     filter_notices()
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):  # their own handler repeats every line
         logger = logging.getLogger(name)
         for handler in list(logger.handlers):
@@ -60,8 +62,8 @@ def setup() -> None:
     for handler in logging.getLogger().handlers:
         if type(handler) is logging.StreamHandler and getattr(handler, "stream", None) in (sys.stdout, sys.stderr):
             handler.setFormatter(_Level(CONSOLE_FORMAT))
-            if not any(isinstance(f, _FileOnly) for f in handler.filters):
-                handler.addFilter(_FileOnly())
+            if not any(isinstance(f, _ConsoleOnly) for f in handler.filters):
+                handler.addFilter(_ConsoleOnly())
     try:
         from transformers.utils import logging as hf_logging
 
@@ -80,7 +82,8 @@ def setup() -> None:
 
 class ProgressBar(TQDMProgressBar):
     """One bar for a whole training phase (every epoch, in optimizer steps, continuing from a resumed step),
-    labelled with the phase, showing its loss and accuracy under short names; validation draws no bar."""
+    labelled with the module's name (sft-stage, dpo, a teacher), showing its loss and accuracy under short names;
+    validation draws no bar."""
 
     SHORT = {"rewards/accuracies": "acc", "loss": "loss"}
 
@@ -94,10 +97,10 @@ class ProgressBar(TQDMProgressBar):
     def init_validation_tqdm(self) -> Tqdm:
         return Tqdm(disable=True)
 
-    def on_train_start(self, trainer, *_) -> None:
+    def on_train_start(self, trainer, pl_module) -> None:
         self.train_progress_bar = self.init_train_tqdm()
         self.train_progress_bar.reset(total=trainer.estimated_stepping_batches)
-        self.train_progress_bar.set_description(self.what)
+        self.train_progress_bar.set_description(getattr(pl_module, "method_name", None) or self.what)
         _update_n(self.train_progress_bar, trainer.global_step)
 
     def on_train_epoch_start(self, trainer, *_) -> None:
