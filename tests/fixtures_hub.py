@@ -227,6 +227,19 @@ def train_tokenizer(path, vocab_size: int = 320, chat_template: str | None = Non
     return AutoTokenizer.from_pretrained(str(path))
 
 
+def make_tiny_causal_lm(path, max_positions: int = 256, seed: int = 0):
+    """A random-init 1-layer GPTNeoX causal LM with its tokenizer, saved to `path` in the hub's layout (what
+    `model=hf model.name_or_path=<path>` loads)."""
+    from alignlab.models import build_random
+
+    tokenizer = train_tokenizer(path)
+    model = build_random({"model_type": "gpt_neox", "hidden_size": 32, "num_hidden_layers": 1,
+                          "num_attention_heads": 2, "intermediate_size": 64,
+                          "max_position_embeddings": max_positions}, tokenizer, seed=seed)
+    model.save_pretrained(str(path))
+    return path
+
+
 def make_tiny_classifier(path, id2label: dict[int, str] | None = None, seed: int = 0,
                          n_positions: int = 128):
     """A random-init 1-layer GPT-2 sequence classifier with its tokenizer, saved to `path`. id2label defaults to

@@ -107,17 +107,9 @@ def test_a_truncated_checkpoint_is_named_before_any_stage(tmp_path, monkeypatch,
 
 
 def test_a_truncated_safetensors_file_names_the_model(tmp_path, monkeypatch, capsys, empty_cache):
-    from alignlab.data.reviews import generate_reviews
-    from alignlab.models import build_random
-    from alignlab.tokenizer import train_bpe_tokenizer
+    from fixtures_hub import make_tiny_causal_lm
 
-    tokenizer = train_bpe_tokenizer([r["text"] for r in generate_reviews(100, seed=1)], vocab_size=300)
-    model = build_random({"model_type": "gpt_neox", "hidden_size": 16, "num_hidden_layers": 1,
-                          "num_attention_heads": 2, "intermediate_size": 32, "max_position_embeddings": 64},
-                         tokenizer)
-    local = tmp_path / "model"
-    model.save_pretrained(local)
-    tokenizer.save_pretrained(local)
+    local = make_tiny_causal_lm(tmp_path / "model")
     weights = local / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:2000])
     fails_with(tmp_path, ["experiment=smoke", "model=hf", f"model.name_or_path={local}"], monkeypatch, capsys,

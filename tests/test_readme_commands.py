@@ -51,20 +51,13 @@ def test_the_readme_has_commands():
 def user_files(tmp_path_factory):
     """What the placeholders stand for: a preference file and a small local HF model with its tokenizer."""
     from alignlab.data.reviews import generate_reviews
-    from alignlab.models import build_random
-    from alignlab.tokenizer import train_bpe_tokenizer
+    from fixtures_hub import make_tiny_causal_lm
 
     root = tmp_path_factory.mktemp("user_files")
-    reviews = [r["text"] for r in generate_reviews(200, seed=3)]
-    tokenizer = train_bpe_tokenizer(reviews, vocab_size=400)
-    model = build_random({"model_type": "gpt_neox", "hidden_size": 32, "num_hidden_layers": 1,
-                          "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 256},
-                         tokenizer)
-    model_dir = root / "sft"
-    model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    reviews = [r["text"] for r in generate_reviews(60, seed=3)]
+    model_dir = make_tiny_causal_lm(root / "sft")
     with open(root / "pairs.jsonl", "w") as f:
-        for i, text in enumerate(reviews[:60]):
+        for text in reviews:
             words = text.split()
             f.write(json.dumps({"prompt": " ".join(words[:4]), "chosen": " ".join(words[4:12]) + " great",
                                 "rejected": " ".join(words[4:12]) + " awful"}) + "\n")
