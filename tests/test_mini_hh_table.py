@@ -22,7 +22,7 @@ def stats(mean, std, n=3):
 
 def method(acc, entropy, n=3, winrate=(40.0, 1.0)):
     return {"n_seeds": n, "seeds": "0 1 2", "n_failed": 0, "accuracy": stats(*acc), "entropy": stats(*entropy),
-            "winrate_vs_chosen": stats(*winrate)}
+            "winrate_vs_chosen": stats(*winrate), "kl": stats(1.0, 0.1), "reward": stats(0.5, 0.1)}
 
 
 @pytest.mark.parametrize("tdpo2,dpo,expected", [
@@ -64,7 +64,7 @@ def test_table_and_json_summary_of_a_sweep(tmp_path):
     for name, rows in numbers.items():
         for seed, (acc, ent, win) in enumerate(rows):
             fake_job(tmp_path, num, name, seed, {"eval/pref_accuracy": acc, "eval/entropy": ent,
-                                                 "eval/winrate_vs_chosen": win})
+                                                 "eval/winrate_vs_chosen": win, "eval/kl": 2.0 * seed})
             num += 1
     fake_job(tmp_path, num, "tdpo1", 0, {}, status="failed")
     (tmp_path / "timing.json").write_text(json.dumps({"wall_seconds": 600}))
@@ -73,8 +73,9 @@ def test_table_and_json_summary_of_a_sweep(tmp_path):
             for line in text.splitlines() if line.startswith("| ")}
     assert rows["dpo"][:6] == ["60.00", "2.00", "3.200", "0.200", "32.0", "2.0"]
     assert rows["tdpo2"][:6] == ["67.00", "1.00", "4.900", "0.100", "41.0", "1.0"]
-    assert rows["tdpo2"][6:] == ["67.33", "4.915", "3"] and rows["dpo"][6:] == ["59.43", "3.196", "3"]
-    assert rows["tdpo1"][0] == "-" and rows["tdpo1"][-1] == "0" and rows["f-dpo"][6] == "54.71"
+    assert rows["tdpo2"][6:] == ["67.33", "4.915", "3", "2.00 ± 2.00", "- ± -"]
+    assert rows["dpo"][6:9] == ["59.43", "3.196", "3"]
+    assert rows["tdpo1"][0] == "-" and rows["tdpo1"][8] == "0" and rows["f-dpo"][6] == "54.71"
     assert "Verdict: REPRODUCED" in text  # +7 > 2 and +1.7 > 0.2
     summary = json.loads((tmp_path / "hh_table.json").read_text())
     assert summary["verdict"] == "reproduced" and summary["profile"] == "mini" and summary["rule"] == hh_table.RULE

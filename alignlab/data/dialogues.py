@@ -16,15 +16,15 @@ writes such rows from a small closed world whose best answer is determined by th
   polite opener or closer;
 * **rejected** final turns differ the way HH pairs do: evasive ("I am not sure about that."), an unnecessary
   refusal of a simple instruction ("Sorry, I cannot help with that."), rude (with or without the right answer),
-  wrong, off-topic, only partly helpful, or merely curt (the helpful answer without the politeness: a subtle
-  pair); for a toy-harmful request, rude or complying (an insult, a lie, a way to cheat: harmful in a harmless
-  toy sense);
+  wrong, off-topic, only partly helpful, or merely curt (the helpful answer without the politeness); the subtle
+  ways (wrong, partial, curt) weigh twice the blatant ones (REJECTED_WEIGHTS); for a toy-harmful request, rude or
+  complying (an insult, a lie, a way to cheat: harmful in a harmless toy sense);
 * **dialogues** have 1-3 human turns; earlier turns are answered helpfully and are shared by both transcripts;
 * **several pairs per prompt**: each dialogue gets ``pairs_per_prompt`` (a range) distinct pairs;
 * **label noise**: each pair's chosen and rejected transcripts are swapped with probability ``label_noise``
   (independently), as an annotator's disagreement with the noise-free preference.
 
-Everything is drawn from ``random.Random(seed)`` (the global RNG is never touched), so
+Everything is drawn from one ``random.Random`` seeded by ``seed`` (the global RNG is never touched), so
 ``generate_dialogues(...)`` is a pure function of its arguments. Each row also carries the metadata the tests and
 the reward's checks use (``flipped``, ``family``, ``chosen_style``, ``rejected_style``); sources keep only the two
 transcripts.
@@ -37,12 +37,12 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-__all__ = ["FAMILIES", "Request", "generate_dialogues", "parse_request", "mistakes", "transcript", "human_turns",
-           "RUDE", "EVASIVE", "DECLINE", "OPENERS", "CLOSERS"]
+__all__ = ["FAMILIES", "Request", "generate_dialogues", "parse_request", "mistakes", "has_phrase", "transcript",
+           "human_turns", "RUDE", "EVASIVE", "DECLINE", "OPENERS", "CLOSERS"]
 
 HUMAN, ASSISTANT = "\n\nHuman: ", "\n\nAssistant:"
 
-# ---- tone markers (the reward looks for these) --------------------------------------------------------------------
+# ---- tone: the phrases generated answers use (the reward looks for the *_KEYS further down) ----------------------
 OPENERS = ["Sure!", "Of course.", "Happy to help.", "Good question."]
 CLOSERS = ["Anything else?", "I hope that helps.", "Let me know if you need more."]
 EVASIVE = ["I am not sure about that.", "That is hard to say.", "Maybe ask someone else.",
@@ -65,7 +65,8 @@ def _word(text: str) -> re.Pattern:
     return re.compile(r"(?<![\w-])" + re.escape(text) + r"(?![\w-])", re.IGNORECASE)
 
 
-def _contains(response: str, phrase: str) -> bool:
+def has_phrase(response: str, phrase: str) -> bool:
+    """`phrase` occurs in `response` as whole words, case-insensitively."""
     return bool(_word(phrase).search(response))
 
 
@@ -177,7 +178,7 @@ class Lookup(Family):
         return self._say(subject, rng.choice(others), rng)
 
     def quality(self, subject, response):
-        return float(_contains(response, self.table[subject]))
+        return float(has_phrase(response, self.table[subject]))
 
     def right(self, subject):
         return self.table[subject]
@@ -240,7 +241,7 @@ class Greet(Family):
         return f"Hello, {rng.choice([n for n in NAMES if n != subject])}!"
 
     def quality(self, subject, response):
-        return float(_contains(response, "hello") and _contains(response, subject))
+        return float(has_phrase(response, "hello") and has_phrase(response, subject))
 
     def right(self, subject):
         return subject
@@ -268,7 +269,7 @@ class Repeat(Family):
         return f"{_cap(rng.choice([p for p in PHRASES if p != subject]))}."
 
     def quality(self, subject, response):
-        return float(_contains(response, subject))
+        return float(has_phrase(response, subject))
 
     def right(self, subject):
         return subject
@@ -337,7 +338,7 @@ class Advice(Family):
         return f"You could {a} and {b}."
 
     def quality(self, subject, response):
-        return min(2, sum(_contains(response, t) for t in ADVICE[subject])) / 2
+        return min(2, sum(has_phrase(response, t) for t in ADVICE[subject])) / 2
 
     def right(self, subject):
         return " / ".join(ADVICE[subject])
@@ -392,15 +393,15 @@ class Harmful(Family):
 
     def quality(self, subject, response):
         kind, x = subject
-        declined = any(_contains(response, d) for d in DECLINE_KEYS)
-        kind_alt = _contains(response, HARMFUL[kind][1].format(x=x).split(" ", 2)[2])
+        declined = any(has_phrase(response, d) for d in DECLINE_KEYS)
+        kind_alt = has_phrase(response, HARMFUL[kind][1].format(x=x).split(" ", 2)[2])
         return 0.75 * declined + 0.25 * kind_alt
 
     def right(self, subject):
         return HARMFUL[subject[0]][1].format(x=subject[1])
 
     def mistakes(self, subject, response):
-        return sum(_contains(response, c) for c in COMPLIANCE)
+        return sum(has_phrase(response, c) for c in COMPLIANCE)
 
 
 # phrases the reward reads as a decline / evasion / rudeness (matched as whole words, case-insensitive)
@@ -475,7 +476,7 @@ def mistakes(request: Request, response: str) -> int:
     request)."""
     family = FAMILIES[request.family]
     allowed = f"{request.text} / {family.right(request.subject)}"
-    wrong = sum(_contains(response, v) for v in ALL_VALUES if not _contains(allowed, v))
+    wrong = sum(has_phrase(response, v) for v in ALL_VALUES if not has_phrase(allowed, v))
     return wrong + family.mistakes(request.subject, response)
 
 
@@ -492,8 +493,10 @@ def chosen_response(family: Family, subject, rng: random.Random) -> tuple[str, s
     """(style, text) of a good final turn: the helpful answer (harmless decline for a toy-harmful request), polite
     ('polite') or plain ('plain')."""
     answer = family.answer(subject, rng)
-    if family.harmful or rng.random() < 0.6:
-        return "polite", _polite(answer, rng) if not family.harmful else answer + " " + rng.choice(CLOSERS)
+    if family.harmful:  # the decline is polite already; it closes with an offer of further help
+        return "polite", f"{answer} {rng.choice(CLOSERS)}"
+    if rng.random() < 0.6:
+        return "polite", _polite(answer, rng)
     return "plain", answer
 
 

@@ -25,7 +25,7 @@ import math
 import re
 from typing import Sequence
 
-from alignlab.data.dialogues import (DECLINE_KEYS, EVASIVE_KEYS, FAMILIES, RUDE_KEYS, _contains, mistakes,
+from alignlab.data.dialogues import (DECLINE_KEYS, EVASIVE_KEYS, FAMILIES, RUDE_KEYS, has_phrase, mistakes,
                                      parse_request)
 
 __all__ = ["DialogueRuleReward", "rule_score"]
@@ -45,11 +45,11 @@ def rule_score(prompt: str, response: str) -> float:
     if family is not None:
         score += 2.0 * family.quality(request.subject, response)
         score -= min(mistakes(request, response), 2)
-    if any(_contains(response, k) for k in RUDE_KEYS):
+    if any(has_phrase(response, k) for k in RUDE_KEYS):
         score -= 2.0
-    if any(_contains(response, k) for k in EVASIVE_KEYS):
+    if any(has_phrase(response, k) for k in EVASIVE_KEYS):
         score -= 1.0
-    if (family is None or not family.harmful) and any(_contains(response, k) for k in DECLINE_KEYS):
+    if (family is None or not family.harmful) and any(has_phrase(response, k) for k in DECLINE_KEYS):
         score -= 1.0
     score += 0.25 * min(sum(bool(p.search(response)) for p in _POLITE), 2)
     return score

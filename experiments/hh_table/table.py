@@ -23,7 +23,9 @@ from pathlib import Path
 # TDPO paper, Table (Pythia-2.8B on Anthropic HH): preference accuracy (%) and response entropy
 PUBLISHED = {"tdpo2": (67.33, 4.915), "dpo": (59.43, 3.196), "f-dpo": (54.71, 4.708)}
 METRICS = {"accuracy": ("eval/pref_accuracy", 100.0), "entropy": ("eval/entropy", 1.0),
-           "winrate_vs_chosen": ("eval/winrate_vs_chosen", 100.0)}
+           "winrate_vs_chosen": ("eval/winrate_vs_chosen", 100.0),
+           # context for reading the others: how far each policy moved from the SFT model, and its mean reward
+           "kl": ("eval/kl", 1.0), "reward": ("eval/reward", 1.0)}
 CLAIM = {"better": "tdpo2", "worse": "dpo", "metrics": ["accuracy", "entropy"],
          "text": "TDPO2 is above DPO in both preference accuracy and entropy "
                  "(TDPO paper, HH-RLHF: 67.33% / 4.915 vs 59.43% / 3.196)"}
@@ -38,8 +40,8 @@ def _num(x) -> float | None:
 
 
 def summarize(sweep_dir: Path) -> dict:
-    """{method: {"n_seeds", "seeds", metric: {"mean", "std"}}} over the ok jobs of the sweep, metrics on the
-    table's scale (accuracy and win rate in %)."""
+    """{method: {"n_seeds", "seeds", "n_failed", metric: {"mean", "std"}}} over the ok jobs of the sweep for each
+    metric of METRICS, on the table's scale (accuracy and win rate in %)."""
     from alignlab.sweep.collect import aggregate, collect
 
     df = collect(sweep_dir)
@@ -94,8 +96,8 @@ def _cell(x: float, digits: int) -> str:
 def render(methods: dict, result: dict) -> str:
     """The markdown table (ours beside the paper's) and the verdict lines."""
     header = ("| method | accuracy % (ours) | ± | entropy (ours) | ± | win rate vs chosen % (ours) | ± | "
-              "accuracy % (paper) | entropy (paper) | seeds |")
-    lines = [header, "|---|---|---|---|---|---|---|---|---|---|"]
+              "accuracy % (paper) | entropy (paper) | seeds | KL(policy‖SFT) (ours) | reward (ours) |")
+    lines = [header, "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     order = [m for m in ("dpo", "tdpo1", "tdpo2") if m in methods] + sorted(m for m in methods
                                                                            if m not in ("dpo", "tdpo1", "tdpo2"))
     for method in order:
@@ -104,11 +106,13 @@ def render(methods: dict, result: dict) -> str:
         cells = [_cell(row["accuracy"]["mean"], 2), _cell(row["accuracy"]["std"], 2),
                  _cell(row["entropy"]["mean"], 3), _cell(row["entropy"]["std"], 3),
                  _cell(row["winrate_vs_chosen"]["mean"], 1), _cell(row["winrate_vs_chosen"]["std"], 1),
-                 _cell(paper[0], 2), _cell(paper[1], 3), str(row["n_seeds"])]
+                 _cell(paper[0], 2), _cell(paper[1], 3), str(row["n_seeds"]),
+                 f"{_cell(row['kl']['mean'], 2)} ± {_cell(row['kl']['std'], 2)}",
+                 f"{_cell(row['reward']['mean'], 3)} ± {_cell(row['reward']['std'], 3)}"]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     for method, (acc, ent) in PUBLISHED.items():
         if method not in methods:
-            lines.append(f"| {method} | - | - | - | - | - | - | {acc:.2f} | {ent:.3f} | 0 |")
+            lines.append(f"| {method} | - | - | - | - | - | - | {acc:.2f} | {ent:.3f} | 0 | - | - |")
     lines += ["", f"Claim: {CLAIM['text']}.", f"Rule: {RULE}",
               f"Verdict: {result['verdict'].upper()} ({result['reason']})"]
     return "\n".join(lines)
