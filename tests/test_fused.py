@@ -232,3 +232,18 @@ def test_precomputed_reference_logps_equal_live_ones(tmp_path):
         torch.testing.assert_close(batch["ref_logps"], live, rtol=1e-12, atol=1e-12)
         module = DPO(model(0), beta=0.1)  # no reference model at all
         assert module.reference is None and math.isfinite(module.loss_and_metrics(batch)[0].item())
+
+
+@pytest.mark.slow
+def test_a_beta_sweep_computes_the_reference_logps_once(tmp_path):
+    """Jobs that differ only in the method's beta share the reference log-probs stage (same pairs, same reference),
+    and the live reference gives the same first-step loss (ln 2: policy == reference)."""
+    from alignlab.run import run
+    from conftest import compose_config
+
+    common = ["experiment=smoke", "trainer.max_steps=2", "eval.enabled=false"]
+    first = run(compose_config(tmp_path / "a", [*common, "method.beta=0.1"]))
+    second = run(compose_config(tmp_path / "b", [*common, "method.beta=0.5"]))
+    live = run(compose_config(tmp_path / "c", [*common, "method.reference=live"]))
+    assert first["stages"]["reference_logps"] == second["stages"]["reference_logps"]
+    assert "reference_logps" not in live["stages"]

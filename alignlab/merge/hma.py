@@ -130,6 +130,20 @@ def _batches(rows: list[dict], batch_size: int, epochs: int, seed: int):
             yield [rows[i] for i in order[start:start + batch_size]]
 
 
+class _ResponseLogps(torch.nn.Module):
+    """`model`'s summed response log-probs of a batch (alignlab.forward.response_logps) as a module, so that
+    torch.func.functional_call can run it on merged parameters."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch):
+        from alignlab.forward import response_logps
+
+        return response_logps(self.model, batch)
+
+
 def learn_block_ratios(pre_model, aligned_model, tokenizer, rows: Sequence[dict], alpha: float,
                        num_blocks: int = 3, eps: float = 0.2, lr: float = 2e-5, batch_size: int = 8,
                        epochs: int = 1, warmup_ratio: float = 0.03, max_length: int = 512,
@@ -152,7 +166,7 @@ def learn_block_ratios(pre_model, aligned_model, tokenizer, rows: Sequence[dict]
     from transformers import get_scheduler
 
     from alignlab.data.tokenize import TruncationStats, collate_sequences, tokenize_text
-    from alignlab.forward import response_logps, to_device
+    from alignlab.forward import to_device
 
     alpha = check_alpha(alpha)
     check_scope(scope)
@@ -188,6 +202,7 @@ def learn_block_ratios(pre_model, aligned_model, tokenizer, rows: Sequence[dict]
         for m in (pre_model, aligned_model):
             m.eval()
             m.requires_grad_(False)
+        scorer = _ResponseLogps(aligned_model)
         for step, chunk in enumerate(_batches(examples, batch_size, epochs, seed)):
             batch = collate_sequences([e["prompt_ids"] for e in chunk], [e["response_ids"] for e in chunk],
                                       tokenizer.pad_token_id)
@@ -198,11 +213,9 @@ def learn_block_ratios(pre_model, aligned_model, tokenizer, rows: Sequence[dict]
             for name in merged_names:
                 r = per_slot[slot[name]].to(aligned_params[name].dtype)
                 params[name] = r * aligned_params[name] + (1 - r) * pre_params[name].to(aligned_params[name].device)
-
-            def merged_model(**inputs):  # the aligned architecture on the merged weights
-                return functional_call(aligned_model, params, args=(), kwargs=inputs, strict=False)
-
-            logps, n_tokens = response_logps(merged_model, batch)
+            # the aligned architecture on the merged weights, scored by the fused response log-probs
+            logps, n_tokens = functional_call(scorer, {f"model.{k}": v for k, v in params.items()}, args=(batch,),
+                                              strict=False)
             loss = -logps.sum() / n_tokens.sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
