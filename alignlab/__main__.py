@@ -123,9 +123,11 @@ def execute(cfg: DictConfig) -> float | list[float] | None:
     stored.begin_attempt(out, command_line(), cfg.get("ckpt_path"))
     try:
         results = run(cfg)
-    except (KeyboardInterrupt, RunInterrupted) as err:
+    except (KeyboardInterrupt, RunInterrupted, SystemExit) as err:
+        if isinstance(err, SystemExit) and not isinstance(err.__context__, KeyboardInterrupt):
+            raise  # (Lightning exits after a second Ctrl-C: that is an interruption too)
         resume = command_line(resume=True, out_dir=out)
-        what = str(err) or "interrupted before the run finished"
+        what = str(err) if isinstance(err, RunInterrupted) else "interrupted before the run finished"
         record_failure(cfg, err, status="interrupted", resume_command=resume)
         report(f"{what}. Resume with:\n  {resume}", "interrupted")
         sys.exit(RunInterrupted.exit_code)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import warnings
 
 from lightning.pytorch.callbacks import TQDMProgressBar
@@ -24,6 +25,7 @@ QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.util
                  "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.distributed",
                  "lightning.pytorch.trainer.connectors")
 CONSOLE_FORMAT = "%(message)s"
+log = logging.getLogger(__name__)
 
 
 class _Level(logging.Formatter):
@@ -81,15 +83,23 @@ def setup() -> None:
 
 
 class ProgressBar(TQDMProgressBar):
-    """One bar for a whole training phase (every epoch, in optimizer steps, continuing from a resumed step),
-    labelled with the module's name (sft-stage, dpo, a teacher), showing its loss and accuracy under short names;
-    validation draws no bar."""
+    """On a terminal, one bar for a whole training phase (every epoch, in optimizer steps, continuing from a resumed
+    step), labelled with the module's name (sft-stage, dpo, a teacher), showing its loss and accuracy under short
+    names; validation draws no bar. In a log file, one line when the phase ends instead."""
 
     SHORT = {"rewards/accuracies": "acc", "loss": "loss"}
 
     def __init__(self, what: str = "training"):
         super().__init__()
         self.what = what
+        self.started = 0.0
+
+    @property
+    def is_disabled(self) -> bool:
+        return super().is_disabled or not sys.stdout.isatty()
+
+    def _label(self, pl_module) -> str:
+        return getattr(pl_module, "method_name", None) or self.what
 
     def init_sanity_tqdm(self) -> Tqdm:
         return Tqdm(disable=True)
@@ -98,10 +108,19 @@ class ProgressBar(TQDMProgressBar):
         return Tqdm(disable=True)
 
     def on_train_start(self, trainer, pl_module) -> None:
+        self.started = time.time()
         self.train_progress_bar = self.init_train_tqdm()
         self.train_progress_bar.reset(total=trainer.estimated_stepping_batches)
-        self.train_progress_bar.set_description(getattr(pl_module, "method_name", None) or self.what)
+        self.train_progress_bar.set_description(self._label(pl_module))
         _update_n(self.train_progress_bar, trainer.global_step)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        super().on_train_end(trainer, pl_module)
+        if self.is_disabled and trainer.is_global_zero:
+            shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                              for k, v in self.get_metrics(trainer, pl_module).items())
+            log.info("%s: %d steps in %.0f s%s", self._label(pl_module), trainer.global_step,
+                     time.time() - self.started, f" ({shown})" if shown else "")
 
     def on_train_epoch_start(self, trainer, *_) -> None:
         pass  # one bar across epochs
