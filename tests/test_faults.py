@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from conftest import REPO, compose_config
 
+pytestmark = pytest.mark.slow
 SMOKE = ["experiment=smoke", "eval.enabled=false", "trainer.max_steps=12", "checkpoint.every_n_train_steps=5",
          "method.optim.warmup_ratio=0.25"]
 

@@ -74,6 +74,7 @@ def jobs(args: list[str]) -> list[list[str]]:
     return [list(job) for job in itertools.product(*choices)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, hub", COMMANDS, ids=[c or "(default)" for c, _ in COMMANDS])
 def test_readme_command_runs_offline(command, hub, user_files, tmp_path, monkeypatch):
     from alignlab.pipeline.validate import validate

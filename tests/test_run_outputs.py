@@ -170,6 +170,7 @@ NOISE = ("Tip:", "litlogger", "GPU available", "TPU available", "weights_only", 
          "val_check_interval", "Trainer.fit` stopped", "Seed set to")
 
 
+@pytest.mark.slow
 def test_the_console_shows_one_line_per_event(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "alignlab", "experiment=smoke", "eval.n_prompts=8",
                            "trainer.max_steps=4", f"hydra.run.dir={tmp_path}"], cwd=REPO, capture_output=True,
