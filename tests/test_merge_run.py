@@ -79,6 +79,6 @@ def test_a_policy_merged_with_itself_at_alpha_0_evaluates_as_the_reference(avera
     results, _ = averaged
     alone = run(compose_config(tmp_path, ["experiment=smoke", "mode=merge", "merge=average", "merge.alpha=0",
                                           f"merge.aligned={results['policy_dir']}",
-                                          f"merge.pre={results['policy_dir']}"]))
+                                          f"merge.pre={results['policy_dir']}", f"eval.pairs={results['stages']['pairs']}"]))
     m = alone["metrics"]
     assert m["eval/pref_accuracy"] == 0.5 and m["eval/kl"] == 0.0 and m["eval/reward"] == m["eval/reward_ref"]

@@ -11,6 +11,7 @@ import lightning as L
 import torch
 
 from alignlab import models
+from alignlab.data.pairs import read_jsonl
 from alignlab.errors import ConfigError, instantiate
 from alignlab.pipeline.evaluate import evaluate_model
 from alignlab.pipeline.results import write_results
@@ -47,7 +48,7 @@ def merge_only(merge, data_cfg, reward_cfg, eval_cfg, dtype: str, accelerator: s
     if eval_cfg.enabled:
         pre = models.freeze(models.load_pretrained(str(merge.pre), dtype, key="merge.pre"))
         metrics.update(evaluate_model(load_merged(out / "merged", dtype, device), pre, tokenizer, source,
-                                      source.preference_rows("validation") or [], None, reward, eval_cfg, data_cfg,
+                                      held_out_pairs(source, eval_cfg), None, reward, eval_cfg, data_cfg,
                                       seed, out))
     metrics["time/seconds"] = time.time() - started
     return write_results({"status": "ok", "metrics": metrics, "policy_dir": None, "merged_dir": str(out / "merged"),
@@ -57,3 +58,20 @@ def merge_only(merge, data_cfg, reward_cfg, eval_cfg, dtype: str, accelerator: s
 
 def load_merged(merged_dir: Path, dtype: str, device):
     return models.freeze(models.load_pretrained(str(merged_dir), dtype, key="merged")).to(device)
+
+
+def held_out_pairs(source, eval_cfg) -> list[dict]:
+    """The pairs preference accuracy is measured on: the data source's validation pairs, or, for sources whose pairs
+    are generated (mini-IMDb, IMDb), eval.pairs: the pair stage the aligned run trained on (its results.json
+    stages.pairs), or a JSONL file of pairs."""
+    rows = source.preference_rows("validation")
+    if rows:
+        return rows
+    given = eval_cfg.get("pairs")
+    if not given:
+        return []
+    path = Path(str(given)).expanduser()
+    path = path / "validation.jsonl" if path.is_dir() else path
+    if not path.is_file():
+        raise ConfigError(f"eval.pairs={given!r}: no such pair stage directory (with validation.jsonl) or JSONL file")
+    return read_jsonl(path)
