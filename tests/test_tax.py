@@ -6,13 +6,17 @@ import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
+from alignlab.data.capability import CapabilityItem, held_out_items
 from alignlab.data.probe import KINDS, generate_out_of_task_texts, review_probe_items, word_order_items
-from alignlab.eval.tax import alignment_tax, continuation_logps, perplexity, probe_scores
+from alignlab.eval.tax import (alignment_tax, capability_scores, continuation_logps, greedy_completions, perplexity,
+                               probe_scores)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 KEYS = {"tax/ppl_out_of_task", "tax/ppl_out_of_task_pre", "tax/ppl_ratio", "tax/probe_accuracy",
         "tax/probe_accuracy_pre", "tax/probe_drop", "tax/probe_margin", "tax/probe_margin_pre"}
+CAPABILITY_KEYS = {"tax/capability", "tax/capability_ref", "tax/capability_drop", "tax/capability_words",
+                   "tax/capability_words_ref"}
 
 
 
@@ -83,13 +87,59 @@ def test_perplexity_matches_a_direct_computation(tokenizer):
 
 def test_alignment_tax_keys_and_values_on_a_tiny_model(tokenizer):
     policy, pre = tiny(tokenizer, 0), tiny(tokenizer, 1)
-    metrics = alignment_tax(policy, pre, tokenizer, n_texts=24, n_probe=24, batch_size=12)
-    assert KEYS <= set(metrics) and all(math.isfinite(v) for v in metrics.values())
+    metrics = alignment_tax(policy, pre, tokenizer, n_texts=24, n_probe=24, n_capability=12, batch_size=12)
+    assert set(metrics) == KEYS | CAPABILITY_KEYS and all(math.isfinite(v) for v in metrics.values())
     assert math.isclose(metrics["tax/ppl_ratio"], metrics["tax/ppl_out_of_task"] / metrics["tax/ppl_out_of_task_pre"])
     assert metrics["tax/probe_drop"] == metrics["tax/probe_accuracy_pre"] - metrics["tax/probe_accuracy"]
     assert 1 < metrics["tax/ppl_out_of_task"] < 10 * len(tokenizer)
-    same = alignment_tax(pre, pre, tokenizer, n_texts=24, n_probe=24, batch_size=12)
+    for key in CAPABILITY_KEYS - {"tax/capability_drop"}:
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["tax/capability_drop"] == metrics["tax/capability_ref"] - metrics["tax/capability"]
+    same = alignment_tax(pre, pre, tokenizer, n_texts=24, n_probe=24, n_capability=12, batch_size=12)
     assert same["tax/ppl_ratio"] == 1.0 and same["tax/probe_drop"] == 0.0  # no alignment, no tax
+    assert same["tax/capability_drop"] == 0.0 and same["tax/capability"] == same["tax/capability_ref"]
+    assert not CAPABILITY_KEYS & set(alignment_tax(pre, pre, tokenizer, n_texts=4, n_probe=4, n_capability=0))
+
+
+class ScriptedModel(torch.nn.Module):
+    """A stand-in causal LM whose greedy continuation of each prompt is scripted: {prompt: (text, then_eos)}."""
+
+    def __init__(self, tokenizer, script):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.tokenizer, self.script, self.calls = tokenizer, script, []
+
+    def generate(self, input_ids, attention_mask, do_sample, max_new_tokens, pad_token_id, eos_token_id):
+        self.calls.append({"do_sample": do_sample, "training": self.training})
+        rows = []
+        for ids, mask in zip(input_ids.tolist(), attention_mask.tolist()):
+            prompt = self.tokenizer.decode([i for i, m in zip(ids, mask) if m])
+            text, eos = self.script[prompt]
+            new = (self.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos_token_id] * eos)[:max_new_tokens]
+            rows.append(ids + new)
+        width = max(map(len, rows))  # HF pads finished rows after EOS
+        return torch.tensor([r + [pad_token_id] * (width - len(r)) for r in rows])
+
+
+def test_capability_scores_greedy_answers_right_wrong_and_partial(tokenizer):
+    items = [CapabilityItem("In Veloran, kor mek vis means", " water salt bread"),
+             CapabilityItem("In Veloran, dul means", " horse"),
+             CapabilityItem("In Veloran, zan zan zan means", " door door door"),
+             CapabilityItem("In Veloran, kor kor dul means", " water water horse"),
+             CapabilityItem("In Veloran, pir means", " hill")]
+    script = {items[0].prompt: (" water salt bread. In Veloran, kor", False),  # right, then the next item
+              items[1].prompt: (" horse", True),                               # right, ended by EOS
+              items[2].prompt: (" door door cup.", False),                     # partly right: 0, words 2/3
+              items[3].prompt: (" bread.", False),                             # wrong
+              items[4].prompt: (" hill hill hill hill hill hill hill", False)}  # never terminated: no answer
+    model = ScriptedModel(tokenizer, script).train()
+    scores = capability_scores(model, tokenizer, items, max_new_tokens=12, batch_size=2)
+    assert scores == pytest.approx({"exact": 2 / 5, "words": (1 + 1 + 2 / 3 + 0 + 0) / 5})
+    assert model.training and all(c == {"do_sample": False, "training": False} for c in model.calls)
+    completions = greedy_completions(model, tokenizer, [it.prompt for it in items[:2]], max_new_tokens=40)
+    assert completions == [(" water salt bread. In Veloran, kor", False), (" horse", True)]
+    perfect = ScriptedModel(tokenizer, {it.prompt: (it.answer + ".", False) for it in held_out_items(20, 0)})
+    assert capability_scores(perfect, tokenizer, held_out_items(20, 0)) == {"exact": 1.0, "words": 1.0}
 
 
 def test_lm_eval_is_only_imported_when_asked(tokenizer, monkeypatch):
@@ -104,9 +154,9 @@ def test_lm_eval_is_only_imported_when_asked(tokenizer, monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_lm_eval)
     model = tiny(tokenizer)
-    alignment_tax(model, model, tokenizer, n_texts=4, n_probe=4)  # no lm_eval needed
+    alignment_tax(model, model, tokenizer, n_texts=4, n_probe=4, n_capability=4)  # no lm_eval needed
     with pytest.raises(ImportError, match="lm-evaluation-harness"):
-        alignment_tax(model, model, tokenizer, n_texts=4, n_probe=4, lm_eval_tasks=["arc_easy"])
+        alignment_tax(model, model, tokenizer, n_texts=4, n_probe=4, n_capability=4, lm_eval_tasks=["arc_easy"])
 
 
 def test_the_probe_is_solvable_by_a_model_trained_a_little_on_reviews(tokenizer, reviews):
