@@ -239,10 +239,16 @@ def check_types(prefix: str, node, skip: tuple[str, ...] = ()) -> None:
 
 # ---- the method and the merge, built on a toy model ----------------------------------------------------------
 def _toy_model():
-    from alignlab.models import build_random
+    """A GPTNeoX of a few hundred parameters (CPU random state only: nothing touches a GPU here)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    return build_random({"model_type": "gpt_neox", "vocab_size": 16, "hidden_size": 8, "num_hidden_layers": 1,
-                         "num_attention_heads": 2, "intermediate_size": 16, "max_position_embeddings": 16})
+    config = AutoConfig.for_model("gpt_neox", vocab_size=16, hidden_size=8, num_hidden_layers=1,
+                                  num_attention_heads=2, intermediate_size=16, max_position_embeddings=16)
+    return AutoModelForCausalLM.from_config(config)
+
+
+# what a method may read from its tokenizer when it is built (on-policy methods need one to sample)
+_TOY_TOKENIZER = types.SimpleNamespace(pad_token_id=0, eos_token_id=0, bos_token_id=0, padding_side="left")
 
 
 def _placeholder_optimizer(*args, **kwargs):  # pragma: no cover - never called: construction only
@@ -256,10 +262,10 @@ def check_method(method_cfg, method_cls, merge) -> None:
 
     check_types("method", method_cfg, skip=method_cls.frozen_settings)
     online = type(merge).optimizer_factory is not Merge.optimizer_factory
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(devices=[]):  # the run's random state is not consumed
         try:
             frozen = {key: _toy_model() for key in method_cls.frozen_models(method_cfg)}
-            build_module(method_cfg, _toy_model(), frozen, None, _placeholder_optimizer if online else None)
+            build_module(method_cfg, _toy_model(), frozen, _TOY_TOKENIZER, _placeholder_optimizer if online else None)
         except UserError:
             raise
         except Exception as err:  # noqa: BLE001 - a value the constructor cannot use
