@@ -201,3 +201,4 @@ def test_configs_compose(tmp_path):
     preset = compose_config(tmp_path, ["experiment=hh_table_mini", "method=tdpo2"])
     assert (preset.data.name, preset.reward.name, preset.model.name) == ("mini_hh", "dialogue_rule", "tiny")
     assert preset.method.alpha == 0.5 and preset.method.beta == 0.1  # the paper's TDPO2 setting
+    assert compose_config(tmp_path, ["experiment=hh_table_mini", "seed=2"]).sft.seed == 2  # an SFT model per seed
