@@ -13,8 +13,9 @@ Agg), wandb_summary (the wandb run), report (files; plots and wandb_summary impo
 only when used.
 """
 from alignlab.sweep.collect import aggregate, collect
-from alignlab.sweep.pareto import default_reference, frontier, frontier_line, hypervolume_2d, non_dominated
+from alignlab.sweep.pareto import (compare_fronts, default_reference, dominates_beyond_noise, frontier, frontier_line,
+                                   hypervolume_2d, non_dominated, non_dominated_beyond_noise)
 from alignlab.sweep.report import report
 
 __all__ = ["collect", "aggregate", "non_dominated", "frontier", "frontier_line", "hypervolume_2d",
-           "default_reference", "report"]
+           "default_reference", "dominates_beyond_noise", "non_dominated_beyond_noise", "compare_fronts", "report"]

@@ -12,6 +12,10 @@ direction) for some front point p. The reference point must therefore be *worse*
 objective: below them for a maximised objective (reward), above them for a minimised one (KL, tax). Points that
 are not strictly better than the reference in both objectives add nothing. Units are the product of the two
 objectives' units (e.g. reward x nats); only compare hypervolumes computed with the same reference point.
+
+Settings measured over several seeds (mean and std per objective) are compared with `dominates_beyond_noise`:
+a setting is called dominated only when another one beats it by more than one standard deviation (`NOISE_RULE`),
+and two groups' fronts with `compare_fronts` (`FRONT_RULE`).
 """
 from __future__ import annotations
 
@@ -137,3 +141,110 @@ def hypervolume_2d(points, reference, maximize: bool | Sequence[bool]) -> float:
             area += (x - ref[0]) * (y - prev_y)
             prev_y = y
     return float(area)
+
+
+# ---- dominance beyond noise: settings measured over seeds (mean ± std) ---------------------------------------------
+NOISE_RULE = ("B dominates A beyond noise when, with the margin m_k = max(std_A,k, std_B,k) per objective k (sample "
+              "stds over seeds), B's mean is better than A's by more than m_k in at least one objective and worse "
+              "than A's by at most m_k in every objective; a setting is dominated only when some other setting "
+              "dominates it beyond noise.")
+
+
+def _margins(a_std, b_std, d: int) -> np.ndarray:
+    sa = np.broadcast_to(np.nan_to_num(np.asarray(a_std, dtype=float), nan=0.0), (d,))
+    sb = np.broadcast_to(np.nan_to_num(np.asarray(b_std, dtype=float), nan=0.0), (d,))
+    return np.maximum(np.abs(sa), np.abs(sb))
+
+
+def dominates_beyond_noise(b_mean, b_std, a_mean, a_std, maximize: bool | Sequence[bool]) -> bool:
+    """Whether setting B dominates setting A beyond one standard deviation (`NOISE_RULE`):
+
+        m_k = max(std_A,k, std_B,k)                     (per objective k; a NaN std, i.e. one seed, counts as 0)
+        B dominates A  iff  better_k(B, A) > m_k for some k  and  better_k(B, A) >= -m_k for every k
+
+    where better_k(B, A) is B's mean minus A's mean in objective k, negated for a minimised objective. With all
+    stds zero this is the ordinary Pareto dominance of the means.
+
+    Why this margin. A difference smaller than the seed-to-seed spread of either setting could come from a change
+    of seed alone, so only a gap larger than the larger of the two stds counts; visually, each mean lies outside
+    the other's one-std error bar. Within the margin the two count as tied, so a setting clearly better in one
+    objective and tied in the other still dominates. With three seeds the std is itself a rough estimate: the
+    rule is deliberately simple and conservative rather than a test that would need normality and more seeds.
+    The relation is irreflexive and antisymmetric, but not transitive. Non-finite means never dominate and are
+    never dominated.
+
+    Example (x = KL minimised, y = reward maximised): A = (2.0 ± 0.3, 0.60 ± 0.02), B = (2.1 ± 0.2, 0.70 ± 0.03):
+    margins (0.3, 0.03); B's KL is worse by 0.1 <= 0.3 (tied) and its reward better by 0.10 > 0.03: B dominates
+    A. With B's reward 0.62 instead (better by 0.02 <= 0.03) neither dominates the other.
+    """
+    a = np.asarray(a_mean, dtype=float).reshape(-1)
+    b = np.asarray(b_mean, dtype=float).reshape(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"a_mean {a.shape} and b_mean {b.shape} must have the same number of objectives")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return False
+    signs = _signs(maximize, a.size)
+    gain = (b - a) * signs
+    m = _margins(a_std, b_std, a.size)
+    return bool((gain > m).any() and (gain >= -m).all())
+
+
+def dominated_beyond_noise(means, stds, maximize: bool | Sequence[bool]) -> np.ndarray:
+    """(n, n) boolean matrix D with D[i, j] = setting i dominates setting j beyond noise (`dominates_beyond_noise`).
+    `means` and `stds` are (n, d) arrays (stds may hold NaN: one seed)."""
+    mu, sd = _as_points(means), _as_points(stds) if np.size(stds) else np.zeros_like(_as_points(means))
+    if sd.shape != mu.shape:
+        raise ValueError(f"stds {sd.shape} must have the shape of means {mu.shape}")
+    n = mu.shape[0]
+    out = np.zeros((n, n), dtype=bool)
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                out[i, j] = dominates_beyond_noise(mu[i], sd[i], mu[j], sd[j], maximize)
+    return out
+
+
+def non_dominated_beyond_noise(means, stds, maximize: bool | Sequence[bool]) -> np.ndarray:
+    """Mask of the finite settings that no other setting dominates beyond noise (`NOISE_RULE`).
+
+    It differs from the front of the means (`non_dominated`) both ways: a setting behind the means' front by less
+    than the seeds' spread is kept, and a setting on the means' front whose only advantage is within noise while it
+    is worse beyond noise in another objective (e.g. +0.01 reward, within the std, for 2 nats more KL) is dropped."""
+    mu = _as_points(means)
+    if mu.shape[0] == 0:
+        return np.zeros(0, dtype=bool)
+    matrix = dominated_beyond_noise(mu, stds, maximize)
+    return np.isfinite(mu).all(axis=1) & ~matrix.any(axis=0)
+
+
+FRONT_RULE = ("Each group's front is its settings that no other setting of the same group dominates beyond noise. "
+              "Front A is above front B when some setting of A's front dominates some setting of B's front beyond "
+              "noise and no setting of B's front dominates one of A's; below in the mirrored case; 'crossing' "
+              "when both happen; 'tied' when neither does (the fronts agree within one std, or cover different "
+              "ranges).")
+
+
+def compare_fronts(a_means, a_stds, b_means, b_stds, maximize: bool | Sequence[bool]) -> dict:
+    """Two groups of settings (e.g. HMA's and averaging's) compared by `dominates_beyond_noise` (`FRONT_RULE`).
+
+    Only each group's own front (`non_dominated_beyond_noise` within the group) takes part: a group is not held
+    back by a poor setting that its own better settings already dominate. Returns {"outcome": "above" | "below" |
+    "crossing" | "tied" | "empty", "a_over_b": [(i, j), ...] (setting i of A dominates setting j of B beyond
+    noise; indices into the given arrays), "b_over_a": [(j, i), ...], "a_front": [i, ...], "b_front": [j, ...]}.
+    "empty": a group has no finite setting.
+    """
+    am, bm = _as_points(a_means), _as_points(b_means)
+    a_sd = _as_points(a_stds) if np.size(a_stds) else np.zeros_like(am)
+    b_sd = _as_points(b_stds) if np.size(b_stds) else np.zeros_like(bm)
+    a_front = np.flatnonzero(non_dominated_beyond_noise(am, a_sd, maximize)) if am.shape[0] else np.zeros(0, int)
+    b_front = np.flatnonzero(non_dominated_beyond_noise(bm, b_sd, maximize)) if bm.shape[0] else np.zeros(0, int)
+    out = {"a_front": a_front.tolist(), "b_front": b_front.tolist(), "a_over_b": [], "b_over_a": []}
+    if not (a_front.size and b_front.size):
+        return {"outcome": "empty", **out}
+    out["a_over_b"] = [(int(i), int(j)) for i in a_front for j in b_front
+                       if dominates_beyond_noise(am[i], a_sd[i], bm[j], b_sd[j], maximize)]
+    out["b_over_a"] = [(int(j), int(i)) for j in b_front for i in a_front
+                       if dominates_beyond_noise(bm[j], b_sd[j], am[i], a_sd[i], maximize)]
+    a_wins, b_wins = bool(out["a_over_b"]), bool(out["b_over_a"])
+    outcome = "crossing" if a_wins and b_wins else "above" if a_wins else "below" if b_wins else "tied"
+    return {"outcome": outcome, **out}

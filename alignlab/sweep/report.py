@@ -7,7 +7,9 @@
                                 point, failed/missing jobs with their error, links to the plots
       front_<y>_vs_<x>.png      e.g. front_eval-reward_vs_eval-kl.png; and one reward-vs-tax front per `tax/...`
                                 metric when the runs report any
-The front and the hypervolumes are computed on the per-setting means (over the seeds of the ok jobs).
+The front flags use the per-setting means and stds over the seeds of the ok jobs: a setting is off the front only
+when another one dominates it beyond one std (`alignlab.sweep.pareto.NOISE_RULE`); the hypervolumes are those of
+the means.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from alignlab.sweep.collect import aggregate, collect, default_group_keys, key_columns, sweep_name, swept_keys
-from alignlab.sweep.pareto import default_reference, hypervolume_2d, non_dominated
+from alignlab.sweep.pareto import NOISE_RULE, default_reference, hypervolume_2d, non_dominated_beyond_noise
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,13 @@ def mean_std(mean, std, digits: int = 4) -> str:
     return f"{fmt_number(mean, digits)} ± {fmt_number(std, 2)}"
 
 
+def _key_cell(value) -> str:
+    """A setting's value in the table: "—" where the setting does not apply (NaN: e.g. TDPO2's alpha on a DPO row)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _cell(value) -> str:
     if isinstance(value, float):
         return fmt_number(value)
@@ -100,19 +109,25 @@ def front_analysis(summary: pd.DataFrame, x: str, y: str, maximize_x: bool, maxi
                    margin: float = 0.1) -> dict:
     """Front flags and hypervolumes of a per-setting summary (columns `<x>_mean`, `<y>_mean`).
 
+    A setting is on a front when no other setting (of all, or of its group) dominates it beyond one std over seeds
+    (`pareto.NOISE_RULE`; a setting with one seed has no std and counts with a zero margin). The hypervolumes are
+    those of the means.
+
     Returns {"on_front": bool array (front of all settings), "on_group_front": bool array (front of the
     setting's own hue group), "reference": [rx, ry] | None, "reference_source": text,
     "hypervolume": {"all": float, <group>: float, ...}} (empty when no setting has both values).
     """
     maximize = [maximize_x, maximize_y]
     points = np.column_stack([summary[f"{x}_mean"].to_numpy(float), summary[f"{y}_mean"].to_numpy(float)])
+    stds = np.column_stack([summary[f"{m}_std"].to_numpy(float) if f"{m}_std" in summary.columns
+                            else np.zeros(len(summary)) for m in (x, y)])
     finite = np.isfinite(points).all(axis=1)
     groups = summary[hue].astype(str).to_numpy() if hue and hue in summary.columns else np.array(["all"] * len(summary))
-    on_front = non_dominated(points, maximize)
+    on_front = non_dominated_beyond_noise(points, stds, maximize)
     on_group_front = np.zeros(len(summary), dtype=bool)
     for name in dict.fromkeys(groups):
         sel = groups == name
-        on_group_front[sel] = non_dominated(points[sel], maximize)
+        on_group_front[sel] = non_dominated_beyond_noise(points[sel], stds[sel], maximize)
     out = {"on_front": on_front, "on_group_front": on_group_front, "reference": None, "reference_source": "",
            "hypervolume": {}}
     if not finite.any():
@@ -150,9 +165,9 @@ def render_markdown(df: pd.DataFrame, summary: pd.DataFrame, fronts: list[dict],
               "(n = number of ok seeds, of the setting's jobs)."]
     main = fronts[0] if fronts else None
     if main is not None and main["analysis"]["reference"] is not None:
-        lines += [f"`front`: {ON_FRONT} non-dominated among all settings, {ON_GROUP_FRONT} non-dominated within "
-                  f"its {hue or 'group'} only, for ({main['x']} {_direction(main['maximize_x'])}, "
-                  f"{main['y']} {_direction(main['maximize_y'])})."]
+        lines += [f"`front`: {ON_FRONT} not dominated beyond noise among all settings, {ON_GROUP_FRONT} only within "
+                  f"its {hue or 'group'}, for ({main['x']} {_direction(main['maximize_x'])}, "
+                  f"{main['y']} {_direction(main['maximize_y'])}). Dominance beyond noise: {NOISE_RULE}"]
     lines.append("")
 
     headers = [*shown_keys, "n", *table_metrics]
@@ -160,7 +175,7 @@ def render_markdown(df: pd.DataFrame, summary: pd.DataFrame, fronts: list[dict],
         headers.append("front")
     rows = []
     for i, rec in enumerate(summary.to_dict("records")):
-        row = [str(rec[k]) for k in shown_keys]
+        row = [_key_cell(rec[k]) for k in shown_keys]
         row.append(f"{rec['n_seeds']}/{rec['n_jobs']}")
         row += [mean_std(rec.get(f"{m}_mean"), rec.get(f"{m}_std")) for m in table_metrics]
         if main is not None:
