@@ -18,14 +18,25 @@ def train_losses(out):
         return [float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
 
 
-def test_dpo_loss_falls_and_heldout_accuracy_beats_chance(smoke_run):
+def train_accuracies(out):
+    with open(out / "csv" / "metrics.csv") as f:
+        return [float(r["train/rewards/accuracies"]) for r in csv.DictReader(f) if r.get("train/rewards/accuracies")]
+
+
+def test_dpo_loss_falls_and_policy_reward_rises(smoke_run):
     cfg, results, out = smoke_run
     losses = train_losses(out)
     assert len(losses) >= 6
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
     assert last < first - 0.05, f"train/loss did not fall: {first:.3f} -> {last:.3f}"
+    accuracies = train_accuracies(out)
+    assert sum(accuracies[-3:]) / 3 > sum(accuracies[:3]) / 3, "the policy did not learn to rank its training pairs"
     metrics = json.loads((out / "results.json").read_text())["metrics"]
-    assert metrics["eval/pref_accuracy"] > 0.5
+    # what alignment is for: samples on held-out prompts score higher than the start model's (+0.12 to +0.26 over
+    # seeds 0-2). Held-out preference accuracy is not asserted: ~300 smoke pairs leave it at chance (0.47-0.51
+    # over seeds 0-2 with 30% held out), the default miniature's 2600 pairs reach 0.60-0.64.
+    assert metrics["eval/reward"] > metrics["eval/reward_ref"] + 0.05, metrics
+    assert 0.0 <= metrics["eval/pref_accuracy"] <= 1.0
     for key in ("eval/reward", "eval/reward_ref", "eval/kl", "eval/entropy", "eval/pref_accuracy"):
         assert key in metrics and metrics[key] == metrics[key]  # present and not NaN
     assert results["config"]["method"]["name"] == "dpo"
