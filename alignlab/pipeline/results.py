@@ -21,8 +21,8 @@ import alignlab
 log = logging.getLogger(__name__)
 
 SUMMARY_KEYS = ["eval/reward", "eval/reward_ref", "eval/kl", "eval/entropy", "eval/pref_accuracy",
-                "eval/winrate_vs_chosen", "tax/ppl_ratio", "tax/probe_drop", "val/loss", "val/rewards/accuracies",
-                "time/seconds"]
+                "eval/winrate_vs_chosen", "tax/capability", "tax/capability_ref", "tax/ppl_ratio", "tax/probe_drop",
+                "val/loss", "val/rewards/accuracies", "time/seconds"]
 # What each summary metric measures, and per what (written into results.json next to the values).
 METRIC_DEFINITIONS = {
     "eval/reward": "mean reward of the policy's samples for the held-out prompts (per sequence, the reward's scale)",
@@ -32,6 +32,9 @@ METRIC_DEFINITIONS = {
     "eval/entropy": "the policy's predictive entropy on its samples (nats per token)",
     "eval/pref_accuracy": "share of held-out pairs whose chosen response gets the higher implicit reward (per pair)",
     "eval/winrate_vs_chosen": "share of prompts whose policy sample out-scores the dataset's chosen response",
+    "tax/capability": "exact-match accuracy of the policy's greedy answers on held-out items of the corpus' second "
+                      "skill (per item)",
+    "tax/capability_ref": "the same for the start model (per item); tax/capability_drop is the difference",
     "tax/ppl_ratio": "perplexity on out-of-task text, policy / start model (per token, ratio)",
     "tax/probe_drop": "accuracy drop of a linear probe on the policy's features vs the start model's (per example)",
     "val/loss": "the method's loss on the held-out pairs (mean per pair)",
