@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM ?= false
 TEST_CACHE := $(CURDIR)/.cache/test
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-fast bench lint clean clean-cache
+.PHONY: help install demo test test-fast bench reproduce clean clean-cache
 
 help:  ## list every target
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -43,6 +43,10 @@ test-fast: $(STAMP)  ## run the tests that train nothing end to end (skips -m sl
 
 bench: $(STAMP)  ## DPO step benchmark: alignlab vs TRL vs a bare PyTorch loop
 	$(PY) experiments/bench/dpo_step.py
+
+PROFILE ?= mini
+reproduce: $(STAMP)  ## the seed papers' claims on the miniatures, one report (PROFILE=full: paper scale, GPU + hub)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH experiments/reproduce/run.sh $(PROFILE)
 
 clean:  ## remove run outputs (keeps .venv and caches)
 	rm -rf outputs multirun lightning_logs

@@ -1,14 +1,28 @@
 #!/usr/bin/env bash
-# The IMDb reward-vs-KL frontier: DPO, TDPO1 and TDPO2 (alpha 0.1..0.7) over several beta, then the front.
+# The IMDb reward-vs-KL frontier: DPO, TDPO1 and TDPO2 over several beta (TDPO2 also over alpha), then the fronts
+# and the TDPO paper's claim (TDPO2's front above DPO's and TDPO1's) checked over seeds.
 #   experiments/imdb_frontier/run.sh mini [out dir]   # embedded mini-IMDb, this laptop-class CPU
 #   experiments/imdb_frontier/run.sh full [out dir]   # gpt2-large + stanfordnlp/imdb + siebert reward, GPU + hub
-# Extra Hydra overrides go in $EXTRA (e.g. EXTRA="seed=0,1,2").
+# BETAS (0.05,0.1,0.5), ALPHAS (TDPO2: 0.1,0.3,0.5,0.7) and SEEDS (0) change the grid, EXTRA adds Hydra overrides,
+# PYTHON picks the interpreter. Writes <out>/sweep.md, the front plot, <out>/claims.json and <out>/timing.json.
 set -euo pipefail
 profile=${1:-mini}
 out=${2:-multirun/imdb_frontier_${profile}}
-betas=${BETAS:-0.05,0.1,0.5}
-common=(experiment=imdb_frontier_${profile} method.beta=${betas} ${EXTRA:-})
-python -m alignlab --multirun "${common[@]}" method=dpo,tdpo1 hydra.sweep.dir="${out}/dpo_tdpo1"
-python -m alignlab --multirun "${common[@]}" method=tdpo2 method.alpha=0.1,0.3,0.5,0.7 hydra.sweep.dir="${out}/tdpo2"
+py=${PYTHON:-python}
+common=(experiment=imdb_frontier_${profile} method.beta=${BETAS:-0.05,0.1,0.5} seed=${SEEDS:-0} ${EXTRA:-})
+if [ "$profile" = mini ]; then
+  # two jobs at a time with one thread each: a tiny model keeps two processes busier than two threads of one
+  export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+  common+=(hydra/launcher=joblib_local)
+fi
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+start=$(date +%s)
+$py -m alignlab --multirun "${common[@]}" method=dpo,tdpo1 hydra.sweep.dir="${out}/dpo_tdpo1"
+$py -m alignlab --multirun "${common[@]}" method=tdpo2 method.alpha=${ALPHAS:-0.1,0.3,0.5,0.7} \
+  hydra.sweep.dir="${out}/tdpo2"
+wall=$(( $(date +%s) - start ))
+printf '{"profile": "%s", "wall_seconds": %d, "load_average_start": "%s", "load_average_end": "%s", "cores": %d}\n' \
+  "${profile}" "${wall}" "${load_start}" "$(cut -d' ' -f1-3 /proc/loadavg)" "$(nproc)" > "${out}/timing.json"
 # one table and one front over both multiruns: rows keyed by method, beta and alpha
-python -m alignlab.sweep "${out}" --x eval/kl --y eval/reward
+$py -m alignlab.sweep "${out}" --x eval/kl --y eval/reward
+$py experiments/imdb_frontier/claims.py "${out}" --profile "${profile}"

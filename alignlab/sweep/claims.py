@@ -1,0 +1,96 @@
+"""A paper's claim checked on a sweep: two groups of settings (say TDPO2's and DPO's) compared as fronts over seeds,
+and the outcome turned into a verdict that a reproduction report can print.
+
+Each recipe under experiments/ writes its claims as `<out>/claims.json` (`write_claims`); `experiments/reproduce`
+gathers them into one report. A claim is a dict:
+
+    {"id", "claim" (what the paper says), "paper" (its figure or number), "ours" (mean +- std over seeds),
+     "verdict" ("reproduced" | "not reproduced" | "inconclusive"), "rule" (how the verdict was computed),
+     "plots" (paths relative to the recipe's out dir)}
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from alignlab.sweep import pareto
+
+VERDICTS = ("reproduced", "not reproduced", "inconclusive")
+# compare_fronts' outcome for "A's front is above B's" -> the claim's verdict
+FRONT_VERDICT = {"above": "reproduced", "below": "not reproduced", "crossing": "inconclusive", "tied": "inconclusive",
+                 "empty": "inconclusive"}
+FRONT_VERDICT_RULE = (f"{pareto.FRONT_RULE} {pareto.NOISE_RULE} Verdict: 'above' -> reproduced, 'below' -> not "
+                      "reproduced, 'crossing', 'tied' or a group without a finished setting -> inconclusive.")
+
+
+def _fmt(mean: float, std: float, digits: int = 3) -> str:
+    if not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:.{digits}f}" if not math.isfinite(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def group_points(summary: pd.DataFrame, rows: pd.Series, metrics: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(means, stds) as (n, d) arrays of the aggregated settings selected by the boolean mask `rows`."""
+    part = summary[rows]
+    means = np.array([[float(v) for v in part[f"{m}_mean"]] for m in metrics]).T.reshape(len(part), len(metrics))
+    stds = np.array([[float(v) for v in part[f"{m}_std"]] for m in metrics]).T.reshape(len(part), len(metrics))
+    return means, stds
+
+
+def describe(summary: pd.DataFrame, rows: pd.Series, metrics: Sequence[str], label_keys: Sequence[str]) -> str:
+    """'beta=0.1: reward 0.85 ± 0.01, kl 20.1 ± 1.2; ...' for the selected settings (what a report shows)."""
+    parts = []
+    for _, row in summary[rows].iterrows():
+        name = ", ".join(f"{k}={row[k]}" for k in label_keys if k in row and pd.notna(row[k])) or "-"
+        values = ", ".join(f"{m.split('/')[-1]} {_fmt(row[f'{m}_mean'], row[f'{m}_std'])}" for m in metrics)
+        parts.append(f"{name}: {values} (n={int(row['n_seeds'])})")
+    return "; ".join(parts) if parts else "no finished setting"
+
+
+def front_claim(claim_id: str, claim: str, paper: str, summary: pd.DataFrame, a_rows: pd.Series, b_rows: pd.Series,
+                metrics: Sequence[str], maximize: Sequence[bool], a_name: str, b_name: str,
+                label_keys: Sequence[str] = (), plots: Sequence[str] = ()) -> dict:
+    """The claim "group A's front lies above group B's" over `metrics` (e.g. [eval/kl, eval/reward] with maximize
+    [False, True]), checked by `pareto.compare_fronts` on the seed means and stds of an `aggregate`d sweep."""
+    a_means, a_stds = group_points(summary, a_rows, metrics)
+    b_means, b_stds = group_points(summary, b_rows, metrics)
+    result = pareto.compare_fronts(a_means, a_stds, b_means, b_stds, maximize)
+    ours = (f"{a_name}: {describe(summary, a_rows, metrics, label_keys)}. {b_name}: "
+            f"{describe(summary, b_rows, metrics, label_keys)}. Fronts: {a_name} {result['outcome']} {b_name} "
+            f"({len(result['a_over_b'])} of {a_name}'s front settings dominate one of {b_name}'s beyond noise, "
+            f"{len(result['b_over_a'])} the other way)")
+    return {"id": claim_id, "claim": claim, "paper": paper, "ours": ours, "verdict": FRONT_VERDICT[result["outcome"]],
+            "rule": FRONT_VERDICT_RULE, "plots": list(plots), "outcome": result["outcome"]}
+
+
+def difference_verdict(a_mean: float, a_std: float, b_mean: float, b_std: float, higher_is_better: bool) -> str:
+    """One metric, "A is better than B": reproduced when A's mean is better by more than m = max(std_A, std_B),
+    not reproduced when worse by more than m, else (or with a NaN mean) inconclusive. A NaN std counts as 0."""
+    if not (math.isfinite(a_mean) and math.isfinite(b_mean)):
+        return "inconclusive"
+    margin = max(abs(np.nan_to_num(a_std)), abs(np.nan_to_num(b_std)))
+    gain = (a_mean - b_mean) * (1 if higher_is_better else -1)
+    return "reproduced" if gain > margin else "not reproduced" if gain < -margin else "inconclusive"
+
+
+DIFFERENCE_RULE = ("d = mean(A) - mean(B) over seeds (sign flipped where lower is better), m = max(std(A), std(B)) "
+                   "(sample stds): reproduced if d > m, not reproduced if d < -m, otherwise inconclusive.")
+
+
+def write_claims(out: str | Path, recipe: str, profile: str, seeds: Sequence[int], claims: Sequence[dict]) -> Path:
+    """`<out>/claims.json`, with the recipe's wall time from `<out>/timing.json` when its run.sh wrote one."""
+    out = Path(out)
+    for c in claims:
+        if c["verdict"] not in VERDICTS:
+            raise ValueError(f"claim {c.get('id')!r}: verdict {c['verdict']!r} is not one of {VERDICTS}")
+    timing = out / "timing.json"
+    wall = json.loads(timing.read_text()).get("wall_seconds") if timing.exists() else None
+    path = out / "claims.json"
+    path.write_text(json.dumps({"recipe": recipe, "profile": profile, "seeds": list(seeds), "wall_seconds": wall,
+                                "claims": list(claims)}, indent=1))
+    return path
