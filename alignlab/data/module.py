@@ -120,26 +120,55 @@ def tokenize_rows(tokenizer, rows: list[dict], kind: str, max_length: int, max_p
     return out
 
 
+def computed_tokens(rows: list[dict], collate, batch_size: int, group: int, seed: int, max_batches: int = 200) -> dict:
+    """Tokens the model computes (real + padding) over the first `max_batches` training batches built as training
+    builds them, and the real ones among them: {"computed", "real", "padding_share"}."""
+    loader = ResumableDataLoader(rows, batch_size=batch_size, seed=seed, group=group, collate_fn=collate)
+    real = computed = 0
+    for k, batch in enumerate(loader):
+        if k == max_batches:
+            break
+        computed += batch["input_ids"].numel()
+        real += int((batch["sequence_index"] >= 0).sum()) if "sequence_index" in batch \
+            else int(batch["attention_mask"].sum())
+    return {"computed": computed, "real": real, "padding_share": 1 - real / max(computed, 1)}
+
+
 class AlignmentDataModule(L.LightningDataModule):
     def __init__(self, tokenizer, train_rows: list[dict], val_rows: list[dict], kind: str, batch_size: int,
                  eval_batch_size: int, max_length: int, max_prompt_length: int, seed: int = 0,
-                 num_workers: int = 0, name: str = "data", group: int = 0, pack: bool = False):
+                 num_workers: int = 0, name: str = "data", group: int = 0, pack: bool | str = False):
         """group > 1: training batches of similar length (windows of `group` batches sorted by length, seeded);
         pack: several sequences per row of at most max_length tokens, no padding inside (alignlab.data.tokenize.pack;
-        only for models whose attention keeps packed sequences apart, see alignlab.forward.packs_correctly).
+        only for models whose attention keeps packed sequences apart, see alignlab.forward.packs_correctly);
+        "auto": packed only where that computes fewer tokens than length-grouped padded batches on these rows.
         Validation batches are always taken in length order."""
         super().__init__()
         if kind not in ("pairs", "sequences"):
             raise ValueError(f"unknown batch kind {kind!r}")
         self.kind, self.batch_size, self.eval_batch_size = kind, batch_size, eval_batch_size
-        # packing fills rows best from sequences of mixed lengths: length grouping is for padded batches only
-        self.seed, self.num_workers, self.group = seed, num_workers, 0 if pack else group
         self.train = tokenize_rows(tokenizer, train_rows, kind, max_length, max_prompt_length, f"{name}/train")
         self.val = tokenize_rows(tokenizer, val_rows, kind, max_length, max_prompt_length, f"{name}/validation") \
             if val_rows else []
         self.val.sort(key=row_length)  # evaluation order does not matter; similar lengths pad less
         collator = PreferenceCollator if kind == "pairs" else SequenceCollator
-        self.collate = collator(tokenizer.pad_token_id, pack_width=max_length if pack else None)
+        padded, packed = collator(tokenizer.pad_token_id), collator(tokenizer.pad_token_id, pack_width=max_length)
+        if pack == "auto":
+            pack = self.packing_pays(padded, packed, group, seed, name)
+        # packing fills rows best from sequences of mixed lengths: length grouping is for padded batches only
+        self.seed, self.num_workers, self.group = seed, num_workers, 0 if pack else group
+        self.collate = packed if pack else padded
+
+    def packing_pays(self, padded, packed, group: int, seed: int, name: str) -> bool:
+        """Whether packed batches compute fewer tokens than length-grouped padded ones. Sequences longer than half of
+        max_length pack about one to a row, and then a packed batch is as wide as its longest row and in random
+        order: more padding, not less (the default mini-IMDb pairs: 33.8% packed vs 6.6% grouped)."""
+        as_padded = computed_tokens(self.train, padded, self.batch_size, group, seed)
+        as_packed = computed_tokens(self.train, packed, self.batch_size, 0, seed)
+        pays = as_packed["computed"] < as_padded["computed"]
+        log.info("%s: data.packing=auto -> %s (padding %.1f%% packed vs %.1f%% length-grouped)", name,
+                 "packed" if pays else "padded", 100 * as_packed["padding_share"], 100 * as_padded["padding_share"])
+        return pays
 
     def optimizer_steps(self, trainer) -> int:
         """Total optimizer steps of the fit, for LR schedules. Lightning's `estimated_stepping_batches` would build

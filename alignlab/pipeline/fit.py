@@ -167,7 +167,9 @@ def make_datamodule(data_cfg, tokenizer, kind: str, rows: dict, seed: int, modul
                                group=data_cfg.get("group_by_length", 0), pack=use_packing(data_cfg, module))
 
 
-def use_packing(data_cfg, module) -> bool:
+def use_packing(data_cfg, module) -> bool | str:
+    """True / False, or "auto" where packing is possible: the data module then packs only if that computes fewer
+    tokens than length-grouped padded batches (AlignmentDataModule.packing_pays)."""
     from alignlab.forward import packs_correctly
 
     setting = data_cfg.get("packing", False)
@@ -176,7 +178,7 @@ def use_packing(data_cfg, module) -> bool:
     if setting is False or module is None:
         return False
     if module.supports_packing and packs_correctly(module.policy):
-        return True
+        return setting
     if setting is True:
         raise ConfigError(f"data.packing=true but method {module.method_name} cannot train on packed batches or "
                           f"the policy's attention does not keep packed sequences apart; use data.packing=auto")

@@ -49,17 +49,12 @@ def stage_rows(directory: Path, max_prompt: int, max_length: int) -> list[dict]:
 
 
 def padding_share(rows: list[dict], batch: int, group: int, pack_width: int | None, seed: int) -> dict:
-    from alignlab.data.module import ResumableDataLoader
+    from alignlab.data.module import computed_tokens
     from alignlab.data.tokenize import PreferenceCollator
 
-    loader = ResumableDataLoader(rows, batch_size=batch, seed=seed, group=group,
-                                 collate_fn=PreferenceCollator(0, pack_width=pack_width))
-    real = total = steps = 0
-    for b in loader:
-        total += b["input_ids"].numel()
-        real += int((b["sequence_index"] >= 0).sum()) if "sequence_index" in b else int(b["attention_mask"].sum())
-        steps += 1
-    return {"padding_share": 1 - real / total, "computed_tokens": total, "batches": steps}
+    fig = computed_tokens(rows, PreferenceCollator(0, pack_width=pack_width), batch, group, seed,
+                          max_batches=len(rows))
+    return {"padding_share": fig["padding_share"], "computed_tokens": fig["computed"]}
 
 
 def main(argv=None) -> int:
