@@ -22,7 +22,7 @@ $py -m alignlab --multirun "${common[@]}" method=tdpo2 method.alpha=${ALPHAS:-0.
   hydra.sweep.dir="${out}/tdpo2"
 wall=$(( $(date +%s) - start ))
 printf '{"profile": "%s", "wall_seconds": %d, "load_average_start": "%s", "load_average_end": "%s", "cores": %d}\n' \
-  "${profile}" "${wall}" "${load_start}" "$(cut -d' ' -f1-3 /proc/loadavg)" "$(nproc)" > "${out}/timing.json"
+  "${profile}" "${wall}" "${load_start}" "$(cut -d' ' -f1-3 /proc/loadavg)" "$(getconf _NPROCESSORS_ONLN)" > "${out}/timing.json"
 # one table and one front over both multiruns: rows keyed by method, beta and alpha
 $py -m alignlab.sweep "${out}" --x eval/kl --y eval/reward
 $py experiments/imdb_frontier/claims.py "${out}" --profile "${profile}"

@@ -16,7 +16,7 @@ if [ "$profile" = mini ]; then
 else
   imdb_env=(SEEDS=0,1,2)
 fi
-echo "reproduce ${profile}: start $(date '+%F %T'), load average $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores)"
+echo "reproduce ${profile}: start $(date '+%F %T'), load average $(cut -d' ' -f1-3 /proc/loadavg) ($(getconf _NPROCESSORS_ONLN) cores)"
 start=$(date +%s)
 status=()
 for recipe in $(echo "${RECIPES:-imdb_frontier,merge_frontier,aligndistil,hh_table}" | tr ',' ' '); do
