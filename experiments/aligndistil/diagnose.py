@@ -44,7 +44,8 @@ def _load(path: str):
 def _response_logits(models_, prompts: list[list[int]], responses: list[list[int]], pad: int, batch_size: int = 32):
     """For each model, [N, V] float32 logits at the positions predicting the response tokens (same order)."""
     from alignlab.data.tokenize import collate_sequences
-    from alignlab.forward import logits_of, responses as where_responses
+    from alignlab.forward import logits_of
+    from alignlab.forward import responses as where_responses
 
     out = [[] for _ in models_]
     with torch.no_grad():
@@ -66,7 +67,7 @@ def _kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
 def stats(values: torch.Tensor) -> dict:
     """{"mean", "p10", "p25", "p50", "p75", "p90", "p99"} of a 1-D tensor."""
     v = values.double().cpu().numpy()
-    return {"mean": float(v.mean()), **{f"p{int(round(q * 100))}": float(np.quantile(v, q)) for q in QUANTILES}}
+    return {"mean": float(v.mean()), **{f"p{round(q * 100)}": float(np.quantile(v, q)) for q in QUANTILES}}
 
 
 def diagnose_positions(z_dpo, z_rev, z_ref, n_responses: int, rs, beta: float, beta0: float, eps: float) -> dict:
@@ -166,24 +167,24 @@ def diagnose(run_dir: Path, rs=(20.0, 10.0, 5.0, 2.0, 1.0), n: int = 128, beta: 
 
 
 def render(d: dict) -> str:
-    lines = [f"teachers: {d['teachers']['dpo_model']} (DPO), {d['teachers']['reverse_model']} (reverse); "
-             f"beta {d['beta']:g}, beta0 {d['beta0']:g}, eps {d['eps']:g}, the run's r {d['run_r']:g}; "
-             f"teacher training {d['teacher_training']}"]
+    lines = [(f"teachers: {d['teachers']['dpo_model']} (DPO), {d['teachers']['reverse_model']} (reverse); "
+              f"beta {d['beta']:g}, beta0 {d['beta0']:g}, eps {d['eps']:g}, the run's r {d['run_r']:g}; "
+              f"teacher training {d['teacher_training']}")]
     for name in ("off_policy", "on_policy_step0"):
         s = d[name]
         t = s["tvd"]
         lines += ["", f"{name}: {s['positions']} positions of {s['responses']} responses",
-                  f"  TVD(dpo, rev): mean {t['mean']:.3f}, p10 {t['p10']:.3f}, p25 {t['p25']:.3f}, median "
-                  f"{t['p50']:.3f}, p75 {t['p75']:.3f}, p90 {t['p90']:.3f}; share > 0.05: "
-                  f"{s['tvd_share_above']['0.05']:.2f}, > 0.1: {s['tvd_share_above']['0.1']:.2f}, "
-                  f"> 0.25: {s['tvd_share_above']['0.25']:.2f}",
-                  f"  KL per response to ref: dpo {s['kl_dpo_ref_per_response']:.2f}, reverse "
-                  f"{s['kl_rev_ref_per_response']:.2f}; teachers' KL(dpo||rev) per token "
-                  f"{s['kl_dpo_rev_per_token']:.3f}",
-                  f"  teacher KL to ref per response: contrastive {s['kl_contrastive_teacher_ref_per_response']:.2f},"
-                  f" dpo_ref {s['kl_dpo_ref_teacher_ref_per_response']:.2f}",
-                  "  r     | a_t mean | a_t p10 | a_t p50 | a_t p90 | a_t p99 | share a_t < 1 | w_t mean | "
-                  "adaptive teacher KL to ref / response"]
+                  (f"  TVD(dpo, rev): mean {t['mean']:.3f}, p10 {t['p10']:.3f}, p25 {t['p25']:.3f}, median "
+                   f"{t['p50']:.3f}, p75 {t['p75']:.3f}, p90 {t['p90']:.3f}; share > 0.05: "
+                   f"{s['tvd_share_above']['0.05']:.2f}, > 0.1: {s['tvd_share_above']['0.1']:.2f}, "
+                   f"> 0.25: {s['tvd_share_above']['0.25']:.2f}"),
+                  (f"  KL per response to ref: dpo {s['kl_dpo_ref_per_response']:.2f}, reverse "
+                   f"{s['kl_rev_ref_per_response']:.2f}; teachers' KL(dpo||rev) per token "
+                   f"{s['kl_dpo_rev_per_token']:.3f}"),
+                  (f"  teacher KL to ref per response: contrastive {s['kl_contrastive_teacher_ref_per_response']:.2f},"
+                   f" dpo_ref {s['kl_dpo_ref_teacher_ref_per_response']:.2f}"),
+                  ("  r     | a_t mean | a_t p10 | a_t p50 | a_t p90 | a_t p99 | share a_t < 1 | w_t mean | "
+                   "adaptive teacher KL to ref / response")]
         for r, a in s["adaptive"].items():
             q = a["a"]
             lines.append(f"  {float(r):<5g} | {q['mean']:8.3f} | {q['p10']:7.3f} | {q['p50']:7.3f} | {q['p90']:7.3f} "
