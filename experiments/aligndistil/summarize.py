@@ -176,7 +176,7 @@ def plot_front(agg, path: Path) -> Path:
 
     labels = list(agg["setting"])
     return plot_reward_kl(agg, path, hue="method", labels=labels,
-                          title="AlignDistil vs DPO on the miniature: reward vs KL(policy || SFT)",
+                          title="AlignDistil vs DPO: reward vs KL(policy || SFT model)",
                           note="each setting: mean ± std over seeds")
 
 
