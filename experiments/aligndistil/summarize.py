@@ -114,6 +114,7 @@ def settings_table(df):
 # ---- verdicts ---------------------------------------------------------------------------------------------------
 def front_verdict(agg) -> dict:
     """Claim (a) by FRONT_VERDICT on the aggregated settings."""
+    from alignlab.sweep.claims import FRONT_VERDICT as OUTCOME_VERDICT
     from alignlab.sweep.pareto import compare_fronts
 
     def part(group):
@@ -124,7 +125,7 @@ def front_verdict(agg) -> dict:
 
     (a_rows, am, asd), (b_rows, bm, bsd) = part("aligndistil"), part("dpo")
     result = compare_fronts(am, asd, bm, bsd, maximize=[False, True])
-    verdict = {"above": "reproduced", "below": "not reproduced"}.get(result["outcome"], "inconclusive")
+    verdict = OUTCOME_VERDICT[result["outcome"]]
     names_a, names_b = list(a_rows["setting"]), list(b_rows["setting"])
     a_over = [f"AlignDistil {names_a[i]} over DPO {names_b[j]}" for i, j in result["a_over_b"]]
     b_over = [f"DPO {names_b[j]} over AlignDistil {names_a[i]}" for j, i in result["b_over_a"]]

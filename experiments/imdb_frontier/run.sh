@@ -3,13 +3,16 @@
 # and the TDPO paper's claim (TDPO2's front above DPO's and TDPO1's) checked over seeds.
 #   experiments/imdb_frontier/run.sh mini [out dir]   # embedded mini-IMDb, this laptop-class CPU
 #   experiments/imdb_frontier/run.sh full [out dir]   # gpt2-large + stanfordnlp/imdb + siebert reward, GPU + hub
-# BETAS (0.05,0.1,0.5), ALPHAS (TDPO2: 0.1,0.3,0.5,0.7) and SEEDS (0) change the grid, EXTRA adds Hydra overrides,
-# PYTHON picks the interpreter. Writes <out>/sweep.md, the front plot, <out>/claims.json and <out>/timing.json.
+# BETAS (0.05,0.1,0.5; TDPO2_BETAS for TDPO2, default the same), ALPHAS (TDPO2: 0.1,0.3,0.5,0.7) and SEEDS (0)
+# change the grid, EXTRA adds Hydra overrides, PYTHON picks the interpreter. The fronts can only be compared
+# where their KL ranges overlap: on the miniature TDPO2 (alpha 0.5) ends at KL 4-5 for beta 0.1-0.5 and DPO at 10-21,
+# so DPO needs a larger beta there. Writes <out>/sweep.md, the front plot, <out>/claims.json and <out>/timing.json.
 set -euo pipefail
 profile=${1:-mini}
 out=${2:-multirun/imdb_frontier_${profile}}
 py=${PYTHON:-python}
-common=(experiment=imdb_frontier_${profile} method.beta=${BETAS:-0.05,0.1,0.5} seed=${SEEDS:-0} ${EXTRA:-})
+betas=${BETAS:-0.05,0.1,0.5}
+common=(experiment=imdb_frontier_${profile} seed=${SEEDS:-0} ${EXTRA:-})
 if [ "$profile" = mini ]; then
   # two jobs at a time with one thread each: a tiny model keeps two processes busier than two threads of one
   export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -17,9 +20,9 @@ if [ "$profile" = mini ]; then
 fi
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 start=$(date +%s)
-$py -m alignlab --multirun "${common[@]}" method=dpo,tdpo1 hydra.sweep.dir="${out}/dpo_tdpo1"
-$py -m alignlab --multirun "${common[@]}" method=tdpo2 method.alpha=${ALPHAS:-0.1,0.3,0.5,0.7} \
-  hydra.sweep.dir="${out}/tdpo2"
+$py -m alignlab --multirun "${common[@]}" method=dpo,tdpo1 method.beta="${betas}" hydra.sweep.dir="${out}/dpo_tdpo1"
+$py -m alignlab --multirun "${common[@]}" method=tdpo2 method.beta="${TDPO2_BETAS:-${betas}}" \
+  method.alpha=${ALPHAS:-0.1,0.3,0.5,0.7} hydra.sweep.dir="${out}/tdpo2"
 wall=$(( $(date +%s) - start ))
 printf '{"profile": "%s", "wall_seconds": %d, "load_average_start": "%s", "load_average_end": "%s", "cores": %d}\n' \
   "${profile}" "${wall}" "${load_start}" "$(cut -d' ' -f1-3 /proc/loadavg)" "$(getconf _NPROCESSORS_ONLN)" > "${out}/timing.json"

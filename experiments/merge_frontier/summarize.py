@@ -36,6 +36,7 @@ import pandas as pd
 import yaml
 
 from alignlab.sweep import pareto
+from alignlab.sweep.claims import FRONT_VERDICT
 from alignlab.sweep.collect import aggregate, collect
 
 REWARD = "eval/reward"
@@ -48,8 +49,7 @@ FAMILIES = {  # family -> legend label, in table order
     "ondare": "DPO, OnDARE",
     "onties": "DPO, OnTIES",
 }
-VERDICTS = {"above": "reproduced", "below": "not reproduced", "crossing": "inconclusive", "tied": "inconclusive",
-            "empty": "inconclusive"}
+VERDICTS = FRONT_VERDICT  # compare_fronts' outcome -> the claim's verdict, as in every recipe
 RULE = (f"Reward (eval/reward) and capability are both maximised. {pareto.FRONT_RULE} {pareto.NOISE_RULE} "
         "Verdict: 'above' -> reproduced, 'below' -> not reproduced, 'crossing', 'tied' or 'empty' -> inconclusive; "
         "settings with fewer than 2 successful seeds take no part.")
