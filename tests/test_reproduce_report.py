@@ -60,6 +60,7 @@ def test_report_gathers_claims_and_lists_a_failed_recipe(tmp_path):
                "merge_frontier=1", "aligndistil=0", "hh_table=0")
     report = (out / "report.md").read_text()
     assert "Wall time: 50 min 0 s" in report
+    assert "Sweep wall times: hh_table 600 s (sum 10 min 0 s;" in report  # the fake IMDb sweep wrote no timing
     assert "| TDPO2's reward-vs-KL front lies above DPO's | REPRODUCED | imdb_frontier |" in report
     assert "| TDPO2 above DPO | NOT REPRODUCED | hh_table |" in report
     assert "Not run (exit code 1); see `merge_frontier.log`." in report

@@ -56,6 +56,11 @@ def render(out: Path, profile: str, records: dict, status: dict, wall: int | Non
     lines = [f"# Reproduction report ({profile})", ""]
     if wall is not None:
         lines += [f"Wall time: {wall // 60} min {wall % 60} s for all recipes.", ""]
+    walls = {r: rec.get("wall_seconds") for r, rec in records.items() if rec and rec.get("wall_seconds") is not None}
+    if walls:
+        total = int(sum(walls.values()))
+        lines += ["Sweep wall times: " + ", ".join(f"{r} {int(w)} s" for r, w in walls.items())
+                  + f" (sum {total // 60} min {total % 60} s; each recipe's timing.json has its load averages).", ""]
     counts = {}
     rows = []
     for recipe in RECIPES:
