@@ -4,9 +4,10 @@
 #   experiments/imdb_frontier/run.sh mini [out dir]   # embedded mini-IMDb, this laptop-class CPU
 #   experiments/imdb_frontier/run.sh full [out dir]   # gpt2-large + stanfordnlp/imdb + siebert reward, GPU + hub
 # BETAS (0.05,0.1,0.5; TDPO2_BETAS for TDPO2, default the same), ALPHAS (TDPO2: 0.1,0.3,0.5,0.7) and SEEDS (0)
-# change the grid, EXTRA adds Hydra overrides, PYTHON picks the interpreter. The fronts can only be compared
-# where their KL ranges overlap: on the miniature TDPO2 (alpha 0.5) ends at KL 4-5 for beta 0.1-0.5 and DPO at 10-21,
-# so DPO needs a larger beta there. Writes <out>/sweep.md, the front plot, <out>/claims.json and <out>/timing.json.
+# change the grid, EXTRA adds Hydra overrides, PYTHON picks the interpreter. Fronts are only comparable where their
+# KL ranges overlap: on the miniature TDPO2 (alpha 0.5) ends at KL 4-5 for beta 0.1-0.5, DPO at 10-21, and DPO's KL
+# stops falling at about 9.5 (beta 0.5 and 2 alike, one epoch). Writes <out>/sweep.md, the front plot,
+# <out>/claims.json and <out>/timing.json.
 set -euo pipefail
 profile=${1:-mini}
 out=${2:-multirun/imdb_frontier_${profile}}
