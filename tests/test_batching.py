@@ -89,7 +89,7 @@ def test_packing_auto_packs_only_where_it_computes_fewer_tokens():
                "chosen_ids": [3] * int(torch.randint(2, 60, (1,), generator=g)),
                "rejected_ids": [4] * int(torch.randint(2, 60, (1,), generator=g))} for _ in range(200)]
     mixed = datamodule(spread, max_length=128)
-    assert mixed.collate.pack_width == 128 and mixed.group == 0
-    # sequences over half of max_length: one to a row, so a packed batch is just an ungrouped padded one
-    long = datamodule(pairs([(8, 20 + k % 30) for k in range(200)]), max_length=64)
+    assert mixed.collate.pack_width == 128 and mixed.group == 10  # the same grouped rows, packed
+    # sequences over half of max_length: one to a row, so a packed batch computes what the padded one does
+    long = datamodule(pairs([(8, 26 + k % 30) for k in range(200)]), max_length=64)
     assert long.collate.pack_width is None and long.group == 10

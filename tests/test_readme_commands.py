@@ -13,8 +13,8 @@ import pytest
 from conftest import REPO, compose_config
 
 SCALE = ["trainer.max_steps=2", "eval.n_prompts=4", "eval.max_new_tokens=4"]
-FEWER_ROWS = ["data.source.n_reviews=200", "data.source.n_pair_prompts=16", "data.source.n_eval_prompts=8",
-              "data.pairs.max_new_tokens=8", "sft.max_epochs=1"]
+FEWER_ROWS = ["data.source.n_reviews=200", "data.source.n_pair_prompts=32", "data.source.n_eval_prompts=8",
+              "data.pairs.max_new_tokens=16", "sft.max_epochs=1"]
 NARROWER = ["model.architecture.num_hidden_layers=1", "model.architecture.hidden_size=32",
             "model.architecture.num_attention_heads=2", "model.architecture.intermediate_size=64"]
 
