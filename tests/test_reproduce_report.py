@@ -72,5 +72,17 @@ def test_report_gathers_claims_and_lists_a_failed_recipe(tmp_path):
 
 
 def test_reproduce_scripts_parse():
-    for script in ("experiments/reproduce/run.sh", "experiments/imdb_frontier/run.sh"):
-        subprocess.run(["bash", "-n", script], cwd=REPO, check=True)
+    for script in sorted(REPO.glob("experiments/*/run.sh")) + [REPO / "experiments/timing.sh"]:
+        subprocess.run(["bash", "-n", str(script)], cwd=REPO, check=True)
+
+
+def test_timing_sh_writes_the_json_the_report_reads(tmp_path):
+    # the recipes' run.sh source it; merge_frontier adds its phases as extra fields
+    phases = ''', "phases": {"policy": 1}'''
+    script = (f"source experiments/timing.sh; timing_start demo mini; sleep 1; "
+              f"timing_stop {tmp_path}/out '{phases}'; timing_report")
+    printed = subprocess.run(["bash", "-c", script], cwd=REPO, check=True, capture_output=True, text=True).stdout
+    timing = json.loads((tmp_path / "out" / "timing.json").read_text())
+    assert timing["profile"] == "mini" and timing["wall_seconds"] >= 1 and timing["phases"] == {"policy": 1}
+    assert len(timing["load_average_start"].split()) == 3 and timing["cores"] >= 1
+    assert printed.startswith("demo mini: start ") and f"sweep wall time {timing['wall_seconds']} s" in printed

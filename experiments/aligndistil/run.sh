@@ -20,10 +20,8 @@ out=${1:-multirun/aligndistil_${profile}}
 py=${PYTHON:-python}
 seeds=${SEEDS:-0,1,2}
 mkdir -p "${out}"
-cores=$(getconf _NPROCESSORS_ONLN)   # not nproc: it follows OMP_NUM_THREADS
-load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-echo "aligndistil ${profile}: start $(date '+%F %T'), load average ${load_start} (${cores} cores)"
-start=$(date +%s)
+source "$(dirname "$0")/../timing.sh"
+timing_start aligndistil "${profile}"
 if [ "$profile" = mini ]; then
   # two jobs at a time with one thread each: a tiny model keeps two processes busier than two threads of one
   export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -38,9 +36,6 @@ $py -m alignlab --multirun "${launch[@]}" experiment=aligndistil_${profile} meth
   ${EXTRA:-} hydra.sweep.dir="${out}/aligndistil"
 $py -m alignlab --multirun "${launch[@]}" experiment=aligndistil_${profile}_common method=dpo \
   method.beta="${BETA_GRID:-0.05,0.1,0.5}" seed="${seeds}" ${EXTRA:-} hydra.sweep.dir="${out}/dpo"
-wall=$(( $(date +%s) - start ))
-load_end=$(cut -d' ' -f1-3 /proc/loadavg)
-printf '{"profile": "%s", "wall_seconds": %d, "load_average_start": "%s", "load_average_end": "%s", "cores": %d}\n' \
-  "${profile}" "${wall}" "${load_start}" "${load_end}" "${cores}" > "${out}/timing.json"
+timing_stop "${out}"
 $py experiments/aligndistil/summarize.py "${out}" --profile "${profile}"
-echo "aligndistil ${profile}: sweep wall time ${wall} s; load average ${load_start} at the start, ${load_end} at the end"
+timing_report

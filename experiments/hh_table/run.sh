@@ -15,9 +15,8 @@ esac
 if [ "$profile" = mini ]; then out=${1:-multirun/hh_table_mini}; else out=${1:-multirun/hh_table}; fi
 py=${PYTHON:-python}
 methods=${METHODS:-dpo,tdpo1,tdpo2}
-load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-echo "hh_table ${profile}: start $(date '+%F %T'), load average ${load_start} ($(getconf _NPROCESSORS_ONLN) cores)"
-start=$(date +%s)
+source "$(dirname "$0")/../timing.sh"
+timing_start hh_table "${profile}"
 if [ "$profile" = mini ]; then
   # two jobs at a time with one thread each: a tiny model keeps two processes busier than two threads of one
   OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $py -m alignlab --multirun experiment=hh_table_mini \
@@ -26,9 +25,6 @@ else
   $py -m alignlab --multirun experiment=hh_table method="${methods}" seed="${SEEDS:-0}" ${EXTRA:-} \
     hydra.sweep.dir="${out}"
 fi
-wall=$(( $(date +%s) - start ))
-load_end=$(cut -d' ' -f1-3 /proc/loadavg)
-printf '{"profile": "%s", "wall_seconds": %d, "load_average_start": "%s", "load_average_end": "%s", "cores": %d}\n' \
-  "${profile}" "${wall}" "${load_start}" "${load_end}" "$(getconf _NPROCESSORS_ONLN)" > "${out}/timing.json"
+timing_stop "${out}"
 $py experiments/hh_table/table.py "${out}" --profile "${profile}"
-echo "hh_table ${profile}: sweep wall time ${wall} s; load average ${load_start} at the start, ${load_end} at the end"
+timing_report

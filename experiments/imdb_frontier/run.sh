@@ -19,14 +19,13 @@ if [ "$profile" = mini ]; then
   export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
   common+=(hydra/launcher=joblib_local)
 fi
-load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-start=$(date +%s)
+source "$(dirname "$0")/../timing.sh"
+timing_start imdb_frontier "${profile}"
 $py -m alignlab --multirun "${common[@]}" method=dpo,tdpo1 method.beta="${betas}" hydra.sweep.dir="${out}/dpo_tdpo1"
 $py -m alignlab --multirun "${common[@]}" method=tdpo2 method.beta="${TDPO2_BETAS:-${betas}}" \
   method.alpha=${ALPHAS:-0.1,0.3,0.5,0.7} hydra.sweep.dir="${out}/tdpo2"
-wall=$(( $(date +%s) - start ))
-printf '{"profile": "%s", "wall_seconds": %d, "load_average_start": "%s", "load_average_end": "%s", "cores": %d}\n' \
-  "${profile}" "${wall}" "${load_start}" "$(cut -d' ' -f1-3 /proc/loadavg)" "$(getconf _NPROCESSORS_ONLN)" > "${out}/timing.json"
+timing_stop "${out}"
 # one table and one front over both multiruns: rows keyed by method, beta and alpha
 $py -m alignlab.sweep "${out}" --x eval/kl --y eval/reward
 $py experiments/imdb_frontier/claims.py "${out}" --profile "${profile}"
+timing_report

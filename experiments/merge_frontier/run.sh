@@ -17,7 +17,6 @@ case "${1:-}" in
 esac
 out=${1:-multirun/merge_frontier_${profile}}
 py=${PYTHON:-python}
-cores=$(getconf _NPROCESSORS_ONLN)   # before OMP_NUM_THREADS=1, which nproc would report
 alphas=${ALPHAS:-0.25,0.5,0.75}
 if [ "$profile" = mini ]; then
   seeds=${SEEDS:-0,1,2}
@@ -42,9 +41,8 @@ fi
 mkdir -p "${out}"
 abs=$(cd "${out}" && pwd)
 common=(experiment=merge_frontier_${profile} "${launch[@]}" seed="${seeds}" ${EXTRA:-})
-load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-echo "merge_frontier ${profile}: start $(date '+%F %T'), load average ${load_start} (${cores} cores)"
-start=$(date +%s)
+source "$(dirname "$0")/../timing.sh"
+timing_start merge_frontier "${profile}"
 phases=()
 phase() {  # phase <name> <command...>: run it and remember its wall seconds
   local name=$1 t0
@@ -90,9 +88,6 @@ done
 phase ondare $py -m alignlab --multirun "${common[@]}" merge=ondare "${ondare[@]}" hydra.sweep.dir="${out}/ondare"
 phase onties $py -m alignlab --multirun "${common[@]}" merge=onties "${onties[@]}" hydra.sweep.dir="${out}/onties"
 
-wall=$(( $(date +%s) - start ))
-load_end=$(cut -d' ' -f1-3 /proc/loadavg)
-printf '{"profile": "%s", "wall_seconds": %d, "load_average_start": "%s", "load_average_end": "%s", "cores": %d, "phases": {%s}}\n' \
-  "${profile}" "${wall}" "${load_start}" "${load_end}" "${cores}" "$(IFS=,; echo "${phases[*]}")" > "${out}/timing.json"
+timing_stop "${out}" ", \"phases\": {$(IFS=,; echo "${phases[*]}")}"
 $py experiments/merge_frontier/summarize.py "${out}" --profile "${profile}" --x "${x}"
-echo "merge_frontier ${profile}: wall time ${wall} s; load average ${load_start} at the start, ${load_end} at the end"
+timing_report
