@@ -6,6 +6,9 @@ import math
 
 import pytest
 import yaml
+
+from alignlab.sweep import pareto
+from alignlab.sweep.claims import front_verdict
 from conftest import REPO
 
 spec = importlib.util.spec_from_file_location("merge_frontier_summarize",
@@ -65,12 +68,12 @@ def make_out(root, onties_seeds=SEEDS):
                                              ("crossing", "inconclusive"), ("tied", "inconclusive"),
                                              ("empty", "inconclusive")])
 def test_verdict_mapping(outcome, verdict):
-    assert mf.verdict_of(outcome) == verdict
+    assert front_verdict(outcome) == verdict
 
 
 def test_unknown_outcome_is_an_error():
-    with pytest.raises(ValueError):
-        mf.verdict_of("better")
+    with pytest.raises(ValueError, match="better"):
+        front_verdict("better")
 
 
 def test_classify_reads_the_family_from_the_config():
@@ -116,7 +119,7 @@ def test_summary_means_stds_and_verdicts(tmp_path):
 
 
 def pareto_rules_in(rule):
-    return mf.pareto.FRONT_RULE in rule and mf.pareto.NOISE_RULE in rule
+    return pareto.FRONT_RULE in rule and pareto.NOISE_RULE in rule
 
 
 def test_a_setting_with_one_seed_takes_no_part(tmp_path):

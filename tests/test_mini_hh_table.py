@@ -48,6 +48,16 @@ def test_verdict_needs_two_seeds_of_both_methods():
     assert hh_table.verdict({"dpo": method((59.0, 1.0), (3.2, 0.1))})["verdict"] == "inconclusive"
 
 
+def test_a_one_seed_sweep_compares_its_single_runs():
+    # the paper-scale profile runs one seed: no std, so the runs are compared with margin 0
+    single = {"tdpo2": method((67.0, math.nan), (4.9, math.nan), n=1),
+              "dpo": method((59.0, math.nan), (5.0, math.nan), n=1)}
+    result = hh_table.verdict(single)
+    assert result["verdict"] == "not reproduced" and result["comparisons"]["entropy"]["margin"] == 0.0
+    lower_entropy_dpo = {**single, "dpo": method((59.0, math.nan), (3.2, math.nan), n=1)}
+    assert hh_table.verdict(lower_entropy_dpo)["verdict"] == "reproduced"
+
+
 def fake_job(root, num, name, seed, metrics, status="ok"):
     job = root / str(num)
     (job / ".hydra").mkdir(parents=True)

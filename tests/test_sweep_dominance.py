@@ -4,8 +4,10 @@ Objectives as the fronts use them: (x, y) = (KL minimised, reward maximised) unl
 a pair is max(std_A, std_B) per objective; B dominates A when it is better by more than the margin in one objective
 and worse by at most the margin in every one."""
 import numpy as np
+import pandas as pd
 import pytest
 
+from alignlab.sweep.claims import compare_groups
 from alignlab.sweep.pareto import (compare_fronts, dominated_beyond_noise, dominates_beyond_noise, non_dominated,
                                    non_dominated_beyond_noise)
 
@@ -114,3 +116,29 @@ def test_compare_fronts_uses_each_groups_own_front_only():
     assert r["a_front"] == [0] and r["outcome"] == "above"
     assert compare_fronts(np.zeros((0, 2)), np.zeros((0, 2)), dpo, sd(2), KL_REWARD)["outcome"] == "empty"
     assert compare_fronts(np.array([[np.nan, 1.0]]), sd(1), dpo, sd(2), KL_REWARD)["outcome"] == "empty"
+
+
+def _summary(rows):
+    """An aggregated sweep as collect.aggregate writes it: one row per setting (group, x, y) with n_seeds."""
+    return pd.DataFrame([{"group": g, "x_mean": x, "x_std": sx, "y_mean": y, "y_std": sy, "n_seeds": n}
+                         for g, x, sx, y, sy, n in rows], index=[10 + i for i in range(len(rows))])
+
+
+def test_compare_groups_leaves_out_single_seed_settings_of_a_multi_seed_sweep():
+    # B's second setting would dominate A's only setting, but one seed of three finished: its std is unknown
+    summary = _summary([("a", 1.0, 0.1, 1.0, 0.1, 3), ("b", 0.5, 0.1, 0.5, 0.1, 3), ("b", 2.0, float("nan"), 2.0,
+                                                                                      float("nan"), 1)])
+    result = compare_groups(summary, summary["group"] == "a", summary["group"] == "b", ["x", "y"], [True, True])
+    assert result["outcome"] == "above" and result["verdict"] == "reproduced"
+    assert result["a_over_b"] == [(10, 11)] and result["b_index"] == [11]  # labels of summary's index
+
+
+def test_compare_groups_compares_single_runs_by_plain_dominance():
+    # a one-seed sweep (the paper-scale profiles): every finished setting takes part, std counted as 0
+    nan = float("nan")
+    summary = _summary([("a", 1.0, nan, 1.0, nan, 1), ("b", 0.9, nan, 0.99, nan, 1), ("b", 2.0, nan, 0.1, nan, 0)])
+    result = compare_groups(summary, summary["group"] == "a", summary["group"] == "b", ["x", "y"], [True, True])
+    assert result["outcome"] == "above" and result["b_index"] == [11]  # the setting with no finished seed is out
+    assert result["b_over_a"] == []
+    empty = compare_groups(summary, summary["group"] == "a", summary["group"] == "c", ["x", "y"], [True, True])
+    assert empty["outcome"] == "empty" and empty["verdict"] == "inconclusive"

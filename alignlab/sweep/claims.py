@@ -24,8 +24,19 @@ VERDICTS = ("reproduced", "not reproduced", "inconclusive")
 # compare_fronts' outcome for "A's front is above B's" -> the claim's verdict
 FRONT_VERDICT = {"above": "reproduced", "below": "not reproduced", "crossing": "inconclusive", "tied": "inconclusive",
                  "empty": "inconclusive"}
-FRONT_VERDICT_RULE = (f"{pareto.FRONT_RULE} {pareto.NOISE_RULE} Verdict: 'above' -> reproduced, 'below' -> not "
-                      "reproduced, 'crossing', 'tied' or a group without a finished setting -> inconclusive.")
+SEED_RULE = ("Where the sweep ran several seeds, a setting with fewer than 2 successful seeds takes no part (its std "
+             "is unknown); where it ran one seed (a paper-scale run), every finished setting takes part with its std "
+             "counted as 0, i.e. single runs compare by plain Pareto dominance.")
+FRONT_VERDICT_RULE = (f"{pareto.FRONT_RULE} {pareto.NOISE_RULE} {SEED_RULE} Verdict: 'above' -> reproduced, 'below' "
+                      "-> not reproduced, 'crossing', 'tied' or a group without a setting that takes part -> "
+                      "inconclusive.")
+
+
+def front_verdict(outcome: str) -> str:
+    """compare_fronts' outcome for "A's front is above B's" -> the claim's verdict (FRONT_VERDICT)."""
+    if outcome not in FRONT_VERDICT:
+        raise ValueError(f"unknown compare_fronts outcome {outcome!r}; expected one of {sorted(FRONT_VERDICT)}")
+    return FRONT_VERDICT[outcome]
 
 
 def _fmt(mean: float, std: float, digits: int = 3) -> str:
@@ -40,6 +51,30 @@ def group_points(summary: pd.DataFrame, rows: pd.Series, metrics: Sequence[str])
     means = np.array([[float(v) for v in part[f"{m}_mean"]] for m in metrics]).T.reshape(len(part), len(metrics))
     stds = np.array([[float(v) for v in part[f"{m}_std"]] for m in metrics]).T.reshape(len(part), len(metrics))
     return means, stds
+
+
+def taking_part(summary: pd.DataFrame, rows: pd.Series) -> pd.Series:
+    """The settings among `rows` that take part in a front comparison (SEED_RULE): >= 2 successful seeds where the
+    sweep ran several, every finished setting where it ran one."""
+    need = 2 if len(summary) and summary["n_seeds"].max() >= 2 else 1
+    return rows & (summary["n_seeds"] >= need)
+
+
+def compare_groups(summary: pd.DataFrame, a_rows: pd.Series, b_rows: pd.Series, metrics: Sequence[str],
+                   maximize: Sequence[bool]) -> dict:
+    """`pareto.compare_fronts` on the settings of two groups of an `aggregate`d sweep that take part (SEED_RULE), with
+    its verdict. Every setting in the result is a label of summary's index: "a_front", "b_front", "a_over_b"
+    ((a, b) pairs), "b_over_a" ((b, a) pairs), plus "a_index" / "b_index" (the settings that took part)."""
+    a_part, b_part = taking_part(summary, a_rows), taking_part(summary, b_rows)
+    a_index, b_index = list(summary.index[a_part]), list(summary.index[b_part])
+    a_means, a_stds = group_points(summary, a_part, metrics)
+    b_means, b_stds = group_points(summary, b_part, metrics)
+    result = pareto.compare_fronts(a_means, a_stds, b_means, b_stds, maximize)
+    return {"outcome": result["outcome"], "verdict": front_verdict(result["outcome"]),
+            "a_front": [a_index[i] for i in result["a_front"]], "b_front": [b_index[j] for j in result["b_front"]],
+            "a_over_b": [(a_index[i], b_index[j]) for i, j in result["a_over_b"]],
+            "b_over_a": [(b_index[j], a_index[i]) for j, i in result["b_over_a"]],
+            "a_index": a_index, "b_index": b_index}
 
 
 def describe(summary: pd.DataFrame, rows: pd.Series, metrics: Sequence[str], label_keys: Sequence[str]) -> str:
@@ -57,14 +92,12 @@ def front_claim(claim_id: str, claim: str, paper: str, summary: pd.DataFrame, a_
                 label_keys: Sequence[str] = (), plots: Sequence[str] = ()) -> dict:
     """The claim "group A's front lies above group B's" over `metrics` (e.g. [eval/kl, eval/reward] with maximize
     [False, True]), checked by `pareto.compare_fronts` on the seed means and stds of an `aggregate`d sweep."""
-    a_means, a_stds = group_points(summary, a_rows, metrics)
-    b_means, b_stds = group_points(summary, b_rows, metrics)
-    result = pareto.compare_fronts(a_means, a_stds, b_means, b_stds, maximize)
+    result = compare_groups(summary, a_rows, b_rows, metrics, maximize)
     ours = (f"{a_name}: {describe(summary, a_rows, metrics, label_keys)}. {b_name}: "
             f"{describe(summary, b_rows, metrics, label_keys)}. Fronts: {a_name} {result['outcome']} {b_name} "
             f"({len(result['a_over_b'])} of {a_name}'s front settings dominate one of {b_name}'s beyond noise, "
             f"{len(result['b_over_a'])} the other way)")
-    return {"id": claim_id, "claim": claim, "paper": paper, "ours": ours, "verdict": FRONT_VERDICT[result["outcome"]],
+    return {"id": claim_id, "claim": claim, "paper": paper, "ours": ours, "verdict": result["verdict"],
             "rule": FRONT_VERDICT_RULE, "plots": list(plots), "outcome": result["outcome"]}
 
 
@@ -91,6 +124,6 @@ def write_claims(out: str | Path, recipe: str, profile: str, seeds: Sequence[int
     timing = out / "timing.json"
     wall = json.loads(timing.read_text()).get("wall_seconds") if timing.exists() else None
     path = out / "claims.json"
-    path.write_text(json.dumps({"recipe": recipe, "profile": profile, "seeds": list(seeds), "wall_seconds": wall,
+    path.write_text(json.dumps({"recipe": recipe, "profile": profile, "seeds": list(seeds), "wall_seconds": None if wall is None else int(wall),
                                 "claims": list(claims)}, indent=1))
     return path

@@ -9,8 +9,8 @@ and `<out dir>/curves.png`, and prints the markdown.
 
 Claims (Zhang et al., ACL 2025, arXiv 2503.02832) and rules:
   (a) aligndistil_front_above_dpo: AlignDistil's reward-vs-KL front (eval/reward maximised, eval/kl minimised) lies
-      above DPO's. `alignlab.sweep.pareto.compare_fronts` on the settings with >= 2 successful seeds (FRONT_RULE,
-      NOISE_RULE): above -> reproduced, below -> not reproduced, crossing / tied / empty -> inconclusive.
+      above DPO's. `alignlab.sweep.claims.compare_groups`, the rule of every recipe's front claim (fronts beyond one
+      std over seeds; above -> reproduced, below -> not reproduced, crossing / tied / empty -> inconclusive).
   (b) aligndistil_converges_faster: AlignDistil needs fewer steps than DPO to reach a reward level that every
       compared setting reaches (from each run's val/reward curve), CONVERGENCE_RULE.
 """
@@ -38,9 +38,6 @@ PAPER = {
 }
 CLAIMS = {"aligndistil_front_above_dpo": "AlignDistil's reward-vs-KL front lies above DPO's",
           "aligndistil_converges_faster": "AlignDistil converges faster than DPO (fewer steps to a reward level both reach)"}
-FRONT_VERDICT = ("Only settings with >= 2 successful seeds take part. compare_fronts(AlignDistil, DPO) on (eval/kl "
-                 "minimised, eval/reward maximised): 'above' -> reproduced, 'below' -> not reproduced, 'crossing', "
-                 "'tied' or 'empty' -> inconclusive.")
 CONVERGENCE_RULE = (
     "A common reward level L = the lowest mean final reward (eval/reward) among all compared settings of both "
     "methods, minus 0.02: a level every setting reaches. Per run, the first logged training step whose held-out "
@@ -52,6 +49,13 @@ CONVERGENCE_RULE = (
     "eval/reward_ref) is not positive. A common level, not each run's own final reward, because the two methods' "
     "runs differ in length (AlignDistil trains once on each distinct chosen response: 79 steps on the miniature, "
     "DPO 155) and a shorter run reaches its own final value sooner.")
+
+
+def front_rule() -> str:
+    """Claim (a)'s rule: the one every recipe's front claim uses (alignlab.sweep.claims), on this claim's axes."""
+    from alignlab.sweep.claims import FRONT_VERDICT_RULE
+
+    return f"AlignDistil's settings against DPO's on (eval/kl minimised, eval/reward maximised). {FRONT_VERDICT_RULE}"
 
 
 def _num(x) -> float | None:
@@ -117,33 +121,25 @@ def settings_table(df):
 
 # ---- verdicts ---------------------------------------------------------------------------------------------------
 def front_verdict(agg) -> dict:
-    """Claim (a) by FRONT_VERDICT on the aggregated settings."""
-    from alignlab.sweep.claims import FRONT_VERDICT as OUTCOME_VERDICT
-    from alignlab.sweep.pareto import compare_fronts
+    """Claim (a) by the rule every recipe's front claim uses (front_rule()) on the aggregated settings."""
+    from alignlab.sweep.claims import compare_groups
 
-    def part(group):
-        rows = agg[(agg["group"] == group) & (agg["n_seeds"] >= 2)]
-        means = rows[[f"{KL}_mean", f"{REWARD}_mean"]].to_numpy(float)
-        stds = rows[[f"{KL}_std", f"{REWARD}_std"]].to_numpy(float)
-        return rows, means.reshape(-1, 2), stds.reshape(-1, 2)
-
-    (a_rows, am, asd), (b_rows, bm, bsd) = part("aligndistil"), part("dpo")
-    result = compare_fronts(am, asd, bm, bsd, maximize=[False, True])
-    verdict = OUTCOME_VERDICT[result["outcome"]]
-    names_a, names_b = list(a_rows["setting"]), list(b_rows["setting"])
-    a_over = [f"AlignDistil {names_a[i]} over DPO {names_b[j]}" for i, j in result["a_over_b"]]
-    b_over = [f"DPO {names_b[j]} over AlignDistil {names_a[i]}" for j, i in result["b_over_a"]]
-    reason = (f"compare_fronts: {result['outcome']}; AlignDistil front {[names_a[i] for i in result['a_front']]}, "
-              f"DPO front {[names_b[j] for j in result['b_front']]}; dominance beyond noise: "
+    agg = agg.reset_index(drop=True)  # index labels = positions, as _stat reads them
+    result = compare_groups(agg, agg["group"] == "aligndistil", agg["group"] == "dpo", [KL, REWARD], [False, True])
+    name = agg["setting"]
+    a_over = [f"AlignDistil {name[i]} over DPO {name[j]}" for i, j in result["a_over_b"]]
+    b_over = [f"DPO {name[j]} over AlignDistil {name[i]}" for j, i in result["b_over_a"]]
+    reason = (f"compare_fronts: {result['outcome']}; AlignDistil front {[name[i] for i in result['a_front']]}, "
+              f"DPO front {[name[j] for j in result['b_front']]}; dominance beyond noise: "
               f"{'; '.join(a_over + b_over) or 'none'}")
 
-    def front_text(rows, front):
-        return "; ".join(f"{rows['setting'].iloc[i]}: reward {fmt(_stat(rows, REWARD, i))}, KL {fmt(_stat(rows, KL, i), 2)}"
+    def front_text(front):
+        return "; ".join(f"{name[i]}: reward {fmt(_stat(agg, REWARD, i))}, KL {fmt(_stat(agg, KL, i), 2)}"
                          for i in front) or "none"
 
-    ours = (f"AlignDistil front: {front_text(a_rows, result['a_front'])} | DPO front: "
-            f"{front_text(b_rows, result['b_front'])} (mean ± std over seeds)")
-    return {"verdict": verdict, "outcome": result["outcome"], "reason": reason, "ours": ours}
+    ours = (f"AlignDistil front: {front_text(result['a_front'])} | DPO front: {front_text(result['b_front'])} "
+            "(mean ± std over seeds)")
+    return {"verdict": result["verdict"], "outcome": result["outcome"], "reason": reason, "ours": ours}
 
 
 def _stat(rows, metric, i) -> dict:
@@ -267,7 +263,7 @@ def render(agg, front: dict, conv: dict, timing: dict | None) -> str:
                      f"{fmt(_stat(agg, REWARD, i))} | {fmt(_stat(agg, KL, i), 2)} | {fmt(_stat(agg, STEPS, i), 0)} | "
                      f"{row['gain_mean']:+.3f} |")
     lines += ["", f"(a) {CLAIMS['aligndistil_front_above_dpo']}: **{front['verdict'].upper()}** ({front['reason']})",
-              f"    Rule: {FRONT_VERDICT}",
+              f"    Rule: {front_rule()}",
               (f"(b) {CLAIMS['aligndistil_converges_faster']}: **{conv['verdict'].upper()}** "
                f"(AlignDistil {fmt(conv['aligndistil'], 0)} steps, DPO {fmt(conv['dpo'], 0)}; {conv['reason']})"),
               f"    Rule: {CONVERGENCE_RULE}"]
@@ -278,14 +274,12 @@ def render(agg, front: dict, conv: dict, timing: dict | None) -> str:
 
 
 def claims_json(front: dict, conv: dict, profile: str | None, seeds: list, wall, plots: dict) -> dict:
-    from alignlab.sweep.pareto import FRONT_RULE, NOISE_RULE
-
     return {"recipe": "aligndistil", "profile": profile, "seeds": seeds,
             "wall_seconds": None if wall is None else int(wall),
             "claims": [
                 {"id": "aligndistil_front_above_dpo", "claim": CLAIMS["aligndistil_front_above_dpo"],
                  "paper": PAPER["aligndistil_front_above_dpo"], "ours": front["ours"], "verdict": front["verdict"],
-                 "rule": f"{FRONT_VERDICT} {FRONT_RULE} {NOISE_RULE}", "plots": plots["front"]},
+                 "rule": front_rule(), "plots": plots["front"]},
                 {"id": "aligndistil_converges_faster", "claim": CLAIMS["aligndistil_converges_faster"],
                  "paper": PAPER["aligndistil_converges_faster"],
                  "ours": f"steps to a common reward level: AlignDistil {fmt(conv['aligndistil'], 1)} "

@@ -10,7 +10,8 @@ machine-readable summary: means, stds, seeds, the published numbers, each compar
 The claim: TDPO2 is above DPO in both preference accuracy and entropy (paper: 67.33% / 4.915 vs 59.43% / 3.196).
 The rule (RULE below): per metric, TDPO2's mean minus DPO's mean is "above" when it exceeds the larger of the two
 stds, "below" when it is under minus that, else "within". Reproduced: above in both metrics; not reproduced: below
-in either; otherwise (or with fewer than 2 successful seeds of either method) inconclusive.
+in either; otherwise inconclusive (also when the sweep ran several seeds and either method has fewer than 2
+successful ones; a one-seed sweep compares its single runs with margin 0).
 """
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ CLAIM = {"better": "tdpo2", "worse": "dpo", "metrics": ["accuracy", "entropy"],
                  "(TDPO paper, HH-RLHF: 67.33% / 4.915 vs 59.43% / 3.196)"}
 RULE = ("per metric, d = mean(TDPO2) - mean(DPO) over seeds and m = max(std(TDPO2), std(DPO)) (sample stds): "
         "'above' if d > m, 'below' if d < -m, else 'within'. Reproduced if above in both accuracy and entropy; "
-        "not reproduced if below in either; otherwise inconclusive (also with < 2 successful seeds of either).")
+        "not reproduced if below in either; otherwise inconclusive. Seeds: where the sweep ran several, a method "
+        "with fewer than 2 successful seeds makes the claim inconclusive (its std is unknown); where it ran one (a "
+        "paper-scale run), the single runs are compared with margin 0.")
 
 
 def _num(x) -> float | None:
@@ -61,8 +64,8 @@ def summarize(sweep_dir: Path) -> dict:
 def compare(better: dict, worse: dict) -> dict:
     """One metric of the claim: {"difference", "margin", "outcome"} for better/worse = {"mean", "std"}."""
     d = better["mean"] - worse["mean"]
-    m = max(better["std"], worse["std"])
-    if any(math.isnan(x) for x in (d, m)):
+    m = max(0.0 if math.isnan(s) else s for s in (better["std"], worse["std"]))  # one run: no spread known
+    if math.isnan(d):
         return {"difference": d, "margin": m, "outcome": "unknown"}
     return {"difference": d, "margin": m, "outcome": "above" if d > m else "below" if d < -m else "within"}
 
@@ -70,9 +73,10 @@ def compare(better: dict, worse: dict) -> dict:
 def verdict(methods: dict) -> dict:
     """The claim's verdict by RULE: {"verdict", "reason", "comparisons": {metric: compare(...)}}."""
     better, worse = (methods.get(CLAIM[k]) for k in ("better", "worse"))
-    if better is None or worse is None or min(better["n_seeds"], worse["n_seeds"]) < 2:
+    need = 2 if max((m["n_seeds"] for m in methods.values()), default=0) >= 2 else 1  # RULE's seed clause
+    if better is None or worse is None or min(better["n_seeds"], worse["n_seeds"]) < need:
         seeds = {CLAIM[k]: (methods.get(CLAIM[k]) or {}).get("n_seeds", 0) for k in ("better", "worse")}
-        return {"verdict": "inconclusive", "reason": f"needs >= 2 successful seeds of each method, got {seeds}",
+        return {"verdict": "inconclusive", "reason": f"needs >= {need} successful seeds of each method, got {seeds}",
                 "comparisons": {}}
     comparisons = {name: compare(better[name], worse[name]) for name in CLAIM["metrics"]}
     outcomes = {name: c["outcome"] for name, c in comparisons.items()}

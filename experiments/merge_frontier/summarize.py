@@ -19,10 +19,10 @@ merge_frontier_jobs.csv (one row per job), claims.json (the verdicts, read by th
 front_all.png, front_hma.png and front_online.png.
 
 The verdicts (RULE): both objectives are maximised; each claim compares two groups of settings with
-`alignlab.sweep.pareto.compare_fronts` (FRONT_RULE, on top of NOISE_RULE: one std over seeds) and maps its outcome
-with VERDICTS: above -> reproduced, below -> not reproduced, crossing / tied / empty -> inconclusive. A setting
-with fewer than 2 successful seeds takes no part (its std is unknown). The merges' endpoints (alpha 0 = the SFT
-model, alpha 1 = the policy) are the same models for averaging and HMA, so they are drawn but not compared.
+`alignlab.sweep.claims.compare_groups`, the rule every recipe uses (FRONT_VERDICT_RULE: fronts beyond one std over
+seeds; above -> reproduced, below -> not reproduced, crossing / tied / empty -> inconclusive; a setting with fewer
+than 2 successful seeds takes no part in a multi-seed sweep). The merges' endpoints (alpha 0 = the SFT model,
+alpha 1 = the policy) are the same models for averaging and HMA, so they are drawn but not compared.
 """
 from __future__ import annotations
 
@@ -35,8 +35,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from alignlab.sweep import pareto
-from alignlab.sweep.claims import FRONT_VERDICT
+from alignlab.sweep.claims import FRONT_VERDICT_RULE, compare_groups, write_claims
 from alignlab.sweep.collect import aggregate, collect
 
 REWARD = "eval/reward"
@@ -49,10 +48,7 @@ FAMILIES = {  # family -> legend label, in table order
     "ondare": "DPO, OnDARE",
     "onties": "DPO, OnTIES",
 }
-VERDICTS = FRONT_VERDICT  # compare_fronts' outcome -> the claim's verdict, as in every recipe
-RULE = (f"Reward (eval/reward) and capability are both maximised. {pareto.FRONT_RULE} {pareto.NOISE_RULE} "
-        "Verdict: 'above' -> reproduced, 'below' -> not reproduced, 'crossing', 'tied' or 'empty' -> inconclusive; "
-        "settings with fewer than 2 successful seeds take no part.")
+RULE = f"Reward (eval/reward) and capability are both maximised. {FRONT_VERDICT_RULE}"
 CLAIMS = [
     {"id": "hma_above_averaging", "a": "hma_learned", "b": "average", "plot": "front_hma.png",
      "claim": "HMA (learned per-block ratios) has a reward-vs-capability front above model averaging's",
@@ -162,30 +158,15 @@ def summarize(points: pd.DataFrame, x: str) -> pd.DataFrame:
 
 
 # ---- verdicts ------------------------------------------------------------------------------------------------------
-def verdict_of(outcome: str) -> str:
-    """compare_fronts' outcome -> the claim's verdict (VERDICTS)."""
-    if outcome not in VERDICTS:
-        raise ValueError(f"unknown compare_fronts outcome {outcome!r}")
-    return VERDICTS[outcome]
-
-
-def _arrays(group: pd.DataFrame, x: str):
-    means = group[[f"{x}_mean", f"{REWARD}_mean"]].to_numpy(float)
-    stds = group[[f"{x}_std", f"{REWARD}_std"]].to_numpy(float)
-    return means, stds
-
-
 def judge(summary: pd.DataFrame, a: str, b: str, x: str) -> dict:
     """Family a's settings against family b's (both objectives maximised): {"outcome", "verdict", "a_over_b",
     "b_over_a"} with the settings named by their labels."""
-    groups = [summary[(summary["family"] == f) & (summary["n_seeds"] >= 2)].reset_index(drop=True) for f in (a, b)]
-    (am, asd), (bm, bsd) = (_arrays(g, x) for g in groups)
-    result = pareto.compare_fronts(am, asd, bm, bsd, maximize=[True, True])
-    names = [g["setting"].tolist() for g in groups]
-    return {"outcome": result["outcome"], "verdict": verdict_of(result["outcome"]),
-            "a_over_b": [(names[0][i], names[1][j]) for i, j in result["a_over_b"]],
-            "b_over_a": [(names[1][j], names[0][i]) for j, i in result["b_over_a"]],
-            "a_settings": len(groups[0]), "b_settings": len(groups[1])}
+    result = compare_groups(summary, summary["family"] == a, summary["family"] == b, [x, REWARD], [True, True])
+    name = summary["setting"]
+    return {"outcome": result["outcome"], "verdict": result["verdict"],
+            "a_over_b": [(name[i], name[j]) for i, j in result["a_over_b"]],
+            "b_over_a": [(name[j], name[i]) for j, i in result["b_over_a"]],
+            "a_settings": len(result["a_index"]), "b_settings": len(result["b_index"])}
 
 
 def _pm(mean: float, std: float, digits: int = 3) -> str:
@@ -292,11 +273,7 @@ def run(out: Path, profile: str | None = None, x: str = "tax/capability", plots:
     written = draw(summary, out, x) if plots else []
     for e in entries:
         e["plots"] = [p for p in e["plots"] if p in written]
-    timing = out / "timing.json"
-    wall = json.loads(timing.read_text()).get("wall_seconds") if timing.exists() else None
-    result = {"recipe": "merge_frontier", "profile": profile, "seeds": _seeds(points),
-              "wall_seconds": int(wall) if wall is not None else None, "claims": entries}
-    (out / "claims.json").write_text(json.dumps(result, indent=2) + "\n")
+    result = json.loads(write_claims(out, "merge_frontier", profile, _seeds(points), entries).read_text())
     text = render(summary, entries, x)
     (out / "merge_frontier.md").write_text(text + "\n")
     summary.to_csv(out / "merge_frontier.csv", index=False)
