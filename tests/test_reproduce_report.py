@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from alignlab.sweep.claims import difference_verdict, write_claims
+from alignlab.sweep.claims import FRONT_VERDICT_RULE, difference_verdict, write_claims
 from conftest import REPO
 from fake_multirun import make_fake_sweep
 
@@ -67,6 +67,10 @@ def test_report_gathers_claims_and_lists_a_failed_recipe(tmp_path):
     assert "Not run (no claims written)" in report  # aligndistil exited 0 but left nothing
     assert "tdpo2: accuracy 61.000 ± 2.000, entropy 2.500 ± 0.100" in report
     assert "(imdb_frontier/front_eval-reward_vs_eval-kl.png)" in report
+    # the two IMDb claims share the front rule, the HH claim has its own: each written out once, at the end
+    rules = report.split("## Rules")[1]
+    assert report.count("- Rule: R1 (below)") == 2 and "- Rule: R2 (below)" in report
+    assert rules.count(FRONT_VERDICT_RULE) == 1 and "- **R2**: d > m" in rules
     summary = json.loads((out / "report.json").read_text())
     assert summary["status"]["merge_frontier"] == 1 and summary["recipes"]["hh_table"]["seeds"] == [0, 1, 2]
 

@@ -4,7 +4,8 @@ table's `hh_table.json`) in one markdown file, `<out>/report.md`, and the same a
     python experiments/reproduce/report.py <out dir> [--profile mini] [--wall SECONDS] [--status recipe=code ...]
 
 For each claim: what the paper says and shows, ours (mean ± std over seeds), the verdict and the rule that computed
-it, and links to the plots. A recipe that failed or left no claims is listed as not run, with its log.
+it, and links to the plots. Each distinct rule is written out once, at the end (R1, R2, ...), since most claims share
+the front rule. A recipe that failed or left no claims is listed as not run, with its log.
 """
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ def render(out: Path, profile: str, records: dict, status: dict, wall: int | Non
         total = int(sum(walls.values()))
         lines += ["Sweep wall times: " + ", ".join(f"{r} {int(w)} s" for r, w in walls.items())
                   + f" (sum {total // 60} min {total % 60} s; each recipe's timing.json has its load averages).", ""]
+    rules = {}  # rule text -> its name (R1, R2, ...), in order of first use
     counts = {}
     rows = []
     for recipe in RECIPES:
@@ -87,13 +89,16 @@ def render(out: Path, profile: str, records: dict, status: dict, wall: int | Non
                          f"(see `{recipe}.log`).")
         lines.append("")
         for c in record["claims"]:
+            rule = rules.setdefault(c["rule"], f"R{len(rules) + 1}")
             lines += [f"### {c['claim']}", "",
                       f"- Paper: {c['paper']}",
                       f"- Ours: {c['ours']}",
                       f"- Verdict: **{c['verdict'].upper()}**",
-                      f"- Rule: {c['rule']}"]
+                      f"- Rule: {rule} (below)"]
             lines += [f"- Plot: [{p}]({recipe}/{p})" for p in c.get("plots", [])]
             lines.append("")
+    if rules:
+        lines += ["## Rules", ""] + [f"- **{name}**: {text}" for text, name in rules.items()]
     return "\n".join(lines)
 
 
