@@ -31,8 +31,12 @@ from conftest import CONF_DIR, REPO, compose_config
 
 TRAINERS = sorted(p.stem for p in (Path(CONF_DIR) / "trainer").glob("*.yaml"))
 DEEPSPEED = [t for t in TRAINERS if t.startswith("deepspeed")]
+# data.packing=false: packing lays out a batch of 8 rows differently from two batches of 4 (same rows, other
+# neighbours in a packed row), a float32 rounding difference that 8 AdamW steps grow to ~3e-5 in the loss: more than
+# LOSS_ATOL, and whether `auto` packs depends on the sampled pairs' lengths, i.e. on the machine. Packing's own
+# equivalence to padding is tested in tests/test_batching.py.
 COMMON = ["experiment=smoke", "eval.enabled=false", "trainer.max_steps=10", "checkpoint.every_n_train_steps=5",
-          "method.optim.warmup_ratio=0.25", "trainer.log_every_n_steps=1"]
+          "method.optim.warmup_ratio=0.25", "trainer.log_every_n_steps=1", "data.packing=false"]
 SINGLE = ["trainer=cpu"]
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
 # Tolerances for runs that are mathematically equal but sum in another order (gloo all-reduce; micro-batches padded
@@ -70,7 +74,8 @@ def cli(out: Path, overrides: list[str], timeout: int = 300) -> subprocess.Compl
     """`python -m alignlab ...` as a user runs it (Lightning starts rank 1 by re-running this command line); tests/
     is on PYTHONPATH so that callbacks from conftest and this module can be instantiated."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "tests"), str(REPO),
-                                                                     os.environ.get("PYTHONPATH")]))}
+                                                                     os.environ.get("PYTHONPATH")])),
+           "OMP_NUM_THREADS": "1"}  # one intra-op thread per process, as in this module's own runs (one_thread)
     env.pop("MASTER_PORT", None)
     return subprocess.run([sys.executable, "-m", "alignlab", *overrides, f"hydra.run.dir={out}"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -95,6 +100,18 @@ def start_weights(results: dict) -> dict[str, torch.Tensor]:
 
 
 # ---- shared end-to-end runs ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Every run of this module, in this process or a subprocess (cli), computes with one intra-op thread. Without
+    this, Lightning gives each DDP rank cores // ranks threads (1 on 2 cores) while the one-process run has all the
+    cores: matmuls then sum in another order, and 10 AdamW steps grow that to ~2e-5 in the loss (measured; 4e-7
+    with equal threads), more than LOSS_ATOL, on some machines."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def single8(tmp_path_factory):
     """1 process, batch 8 (also warms the SFT/pairs cache the DDP subprocesses then reuse)."""
