@@ -274,12 +274,14 @@ def render(agg, front: dict, conv: dict, timing: dict | None) -> str:
 
 
 def claims_json(front: dict, conv: dict, profile: str | None, seeds: list, wall, plots: dict) -> dict:
+    from alignlab.sweep.claims import FRONT_VERDICT_RULE
+
     return {"recipe": "aligndistil", "profile": profile, "seeds": seeds,
             "wall_seconds": None if wall is None else int(wall),
             "claims": [
                 {"id": "aligndistil_front_above_dpo", "claim": CLAIMS["aligndistil_front_above_dpo"],
                  "paper": PAPER["aligndistil_front_above_dpo"], "ours": front["ours"], "verdict": front["verdict"],
-                 "rule": front_rule(), "plots": plots["front"]},
+                 "rule": FRONT_VERDICT_RULE, "plots": plots["front"]},  # the shared text; front_rule() adds the axes
                 {"id": "aligndistil_converges_faster", "claim": CLAIMS["aligndistil_converges_faster"],
                  "paper": PAPER["aligndistil_converges_faster"],
                  "ours": f"steps to a common reward level: AlignDistil {fmt(conv['aligndistil'], 1)} "

@@ -48,7 +48,8 @@ FAMILIES = {  # family -> legend label, in table order
     "ondare": "DPO, OnDARE",
     "onties": "DPO, OnTIES",
 }
-RULE = f"Reward (eval/reward) and capability are both maximised. {FRONT_VERDICT_RULE}"
+RULE = FRONT_VERDICT_RULE  # the same text in every recipe, so the reproduction report writes it once
+AXES = "Reward (eval/reward) and capability are both maximised."
 CLAIMS = [
     {"id": "hma_above_averaging", "a": "hma_learned", "b": "average", "plot": "front_hma.png",
      "claim": "HMA (learned per-block ratios) has a reward-vs-capability front above model averaging's",
@@ -237,7 +238,7 @@ def render(summary: pd.DataFrame, entries: list[dict], x: str) -> str:
     for e in entries:
         lines += [f"- **{e['id']}**: {e['claim']}. Paper: {e['paper']}.",
                   f"  Ours: {e['ours']}", f"  Verdict: **{e['verdict'].upper()}**.", ""]
-    lines += [f"Rule: {RULE}"]
+    lines += [f"Rule: {AXES} {RULE}"]
     return "\n".join(lines)
 
 
