@@ -53,10 +53,15 @@ def group_points(summary: pd.DataFrame, rows: pd.Series, metrics: Sequence[str])
     return means, stds
 
 
+def seeds_needed(most_seeds: int) -> int:
+    """SEED_RULE: the successful seeds a setting needs to take part, given the most any setting of the sweep has."""
+    return 2 if most_seeds >= 2 else 1
+
+
 def taking_part(summary: pd.DataFrame, rows: pd.Series) -> pd.Series:
     """The settings among `rows` that take part in a front comparison (SEED_RULE): >= 2 successful seeds where the
     sweep ran several, every finished setting where it ran one."""
-    need = 2 if len(summary) and summary["n_seeds"].max() >= 2 else 1
+    need = seeds_needed(summary["n_seeds"].max() if len(summary) else 0)
     return rows & (summary["n_seeds"] >= need)
 
 
@@ -115,15 +120,17 @@ DIFFERENCE_RULE = ("d = mean(A) - mean(B) over seeds (sign flipped where lower i
                    "(sample stds): reproduced if d > m, not reproduced if d < -m, otherwise inconclusive.")
 
 
-def write_claims(out: str | Path, recipe: str, profile: str, seeds: Sequence[int], claims: Sequence[dict]) -> Path:
-    """`<out>/claims.json`, with the recipe's wall time from `<out>/timing.json` when its run.sh wrote one."""
+def write_claims(out: str | Path, recipe: str, profile: str | None, seeds: Sequence[int],
+                 claims: Sequence[dict]) -> dict:
+    """Writes `<out>/claims.json`, with the recipe's wall time from `<out>/timing.json` when its run.sh wrote one,
+    and returns the record written."""
     out = Path(out)
     for c in claims:
         if c["verdict"] not in VERDICTS:
             raise ValueError(f"claim {c.get('id')!r}: verdict {c['verdict']!r} is not one of {VERDICTS}")
     timing = out / "timing.json"
     wall = json.loads(timing.read_text()).get("wall_seconds") if timing.exists() else None
-    path = out / "claims.json"
-    path.write_text(json.dumps({"recipe": recipe, "profile": profile, "seeds": list(seeds), "wall_seconds": None if wall is None else int(wall),
-                                "claims": list(claims)}, indent=1))
-    return path
+    record = {"recipe": recipe, "profile": profile, "seeds": list(seeds),
+              "wall_seconds": None if wall is None else int(wall), "claims": list(claims)}
+    (out / "claims.json").write_text(json.dumps(record, indent=1))
+    return record

@@ -273,24 +273,25 @@ def render(agg, front: dict, conv: dict, timing: dict | None) -> str:
     return "\n".join(lines)
 
 
-def claims_json(front: dict, conv: dict, profile: str | None, seeds: list, wall, plots: dict) -> dict:
+def claim_entries(front: dict, conv: dict, plots: dict) -> list[dict]:
+    """The two claims as alignlab.sweep.claims.write_claims records them."""
     from alignlab.sweep.claims import FRONT_VERDICT_RULE
 
-    return {"recipe": "aligndistil", "profile": profile, "seeds": seeds,
-            "wall_seconds": None if wall is None else int(wall),
-            "claims": [
-                {"id": "aligndistil_front_above_dpo", "claim": CLAIMS["aligndistil_front_above_dpo"],
-                 "paper": PAPER["aligndistil_front_above_dpo"], "ours": front["ours"], "verdict": front["verdict"],
-                 "rule": FRONT_VERDICT_RULE, "plots": plots["front"]},  # the shared text; front_rule() adds the axes
-                {"id": "aligndistil_converges_faster", "claim": CLAIMS["aligndistil_converges_faster"],
-                 "paper": PAPER["aligndistil_converges_faster"],
-                 "ours": f"steps to a common reward level: AlignDistil {fmt(conv['aligndistil'], 1)} "
-                         f"(n={conv['aligndistil']['n']}), DPO {fmt(conv['dpo'], 1)} (n={conv['dpo']['n']}), mean ± "
-                         f"std over all runs; {conv['reason']}",
-                 "verdict": conv["verdict"], "rule": CONVERGENCE_RULE, "plots": plots["curves"]}]}
+    return [
+        {"id": "aligndistil_front_above_dpo", "claim": CLAIMS["aligndistil_front_above_dpo"],
+         "paper": PAPER["aligndistil_front_above_dpo"], "ours": front["ours"], "verdict": front["verdict"],
+         "rule": FRONT_VERDICT_RULE, "plots": plots["front"]},  # the shared text; front_rule() adds the axes
+        {"id": "aligndistil_converges_faster", "claim": CLAIMS["aligndistil_converges_faster"],
+         "paper": PAPER["aligndistil_converges_faster"],
+         "ours": f"steps to a common reward level: AlignDistil {fmt(conv['aligndistil'], 1)} "
+                 f"(n={conv['aligndistil']['n']}), DPO {fmt(conv['dpo'], 1)} (n={conv['dpo']['n']}), mean ± "
+                 f"std over all runs; {conv['reason']}",
+         "verdict": conv["verdict"], "rule": CONVERGENCE_RULE, "plots": plots["curves"]}]
 
 
 def summarize(out_dir: Path, profile: str | None = None) -> str:
+    from alignlab.sweep.claims import write_claims
+
     out_dir = Path(out_dir)
     df = runs(out_dir)
     df = df[df["group"].notna()]
@@ -305,9 +306,7 @@ def summarize(out_dir: Path, profile: str | None = None) -> str:
     if curve_path is not None:
         plots["curves"].append(curve_path.relative_to(out_dir).as_posix())
     seeds = sorted({int(s) for s in df.loc[df["status"] == "ok", "seed"] if s is not None and not pd_isna(s)})
-    wall = timing.get("wall_seconds") if timing else None
-    claims = claims_json(front, conv, profile, seeds, wall, plots)
-    (out_dir / "claims.json").write_text(json.dumps(claims, indent=2) + "\n")
+    write_claims(out_dir, "aligndistil", profile, seeds, claim_entries(front, conv, plots))
     text = render(agg, front, conv, timing)
     header = [f"# AlignDistil vs DPO ({profile or 'unknown'} profile)", "",
               f"Sweep dir: `{out_dir}`; seeds {seeds}. Plots: {', '.join(plots['front'] + plots['curves'])}.", ""]

@@ -21,6 +21,8 @@ import math
 import sys
 from pathlib import Path
 
+from alignlab.sweep.claims import seeds_needed
+
 # TDPO paper, Table (Pythia-2.8B on Anthropic HH): preference accuracy (%) and response entropy
 PUBLISHED = {"tdpo2": (67.33, 4.915), "dpo": (59.43, 3.196), "f-dpo": (54.71, 4.708)}
 METRICS = {"accuracy": ("eval/pref_accuracy", 100.0), "entropy": ("eval/entropy", 1.0),
@@ -73,7 +75,7 @@ def compare(better: dict, worse: dict) -> dict:
 def verdict(methods: dict) -> dict:
     """The claim's verdict by RULE: {"verdict", "reason", "comparisons": {metric: compare(...)}}."""
     better, worse = (methods.get(CLAIM[k]) for k in ("better", "worse"))
-    need = 2 if max((m["n_seeds"] for m in methods.values()), default=0) >= 2 else 1  # RULE's seed clause
+    need = seeds_needed(max((m["n_seeds"] for m in methods.values()), default=0))  # RULE's seed clause
     if better is None or worse is None or min(better["n_seeds"], worse["n_seeds"]) < need:
         seeds = {CLAIM[k]: (methods.get(CLAIM[k]) or {}).get("n_seeds", 0) for k in ("better", "worse")}
         return {"verdict": "inconclusive", "reason": f"needs >= {need} successful seeds of each method, got {seeds}",

@@ -40,10 +40,10 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", default="mini")
     args = parser.parse_args(argv)
     found, seeds = claims(args.sweep_dir)
-    path = write_claims(args.sweep_dir, "imdb_frontier", args.profile, seeds, found)
+    write_claims(args.sweep_dir, "imdb_frontier", args.profile, seeds, found)
     for c in found:
         print(f"{c['claim']}: {c['verdict'].upper()}\n  {c['ours']}")
-    print(f"written: {path}")
+    print(f"written: {args.sweep_dir / 'claims.json'}")
     return 0
 
 

@@ -27,7 +27,6 @@ alpha 1 = the policy) are the same models for averaging and HMA, so they are dra
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -274,7 +273,7 @@ def run(out: Path, profile: str | None = None, x: str = "tax/capability", plots:
     written = draw(summary, out, x) if plots else []
     for e in entries:
         e["plots"] = [p for p in e["plots"] if p in written]
-    result = json.loads(write_claims(out, "merge_frontier", profile, _seeds(points), entries).read_text())
+    result = write_claims(out, "merge_frontier", profile, _seeds(points), entries)
     text = render(summary, entries, x)
     (out / "merge_frontier.md").write_text(text + "\n")
     summary.to_csv(out / "merge_frontier.csv", index=False)
