@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,16 +16,25 @@ os.environ.setdefault("ALIGNLAB_CACHE", str(REPO / ".cache" / "test" / "alignlab
 CONF_DIR = str(REPO / "conf")
 
 
-@pytest.fixture
-def single_thread():
-    """Tiny tensors: torch's intra-op threads only add synchronisation, which turns pathologically slow (10-100x)
-    when the 2-core machine is busy with other processes. Tests of small tensors use this fixture."""
+@contextmanager
+def one_torch_thread():
+    """torch computes with one intra-op thread inside the block; the previous count is restored after it."""
     import torch
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.fixture
+def single_thread():
+    """Tiny tensors: torch's intra-op threads only add synchronisation, which turns pathologically slow (10-100x)
+    when the 2-core machine is busy with other processes. Tests of small tensors use this fixture."""
+    with one_torch_thread():
+        yield
 
 
 def compose_config(output_dir, overrides=()):

@@ -19,7 +19,7 @@ from alignlab.methods.dpo import DPO
 from alignlab.methods.ipo import IPO
 from alignlab.methods.simpo import SimPO
 from alignlab.methods.tdpo import TDPO
-from conftest import compose_config
+from conftest import compose_config, one_torch_thread
 
 SECTION1 = {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
             "logps/rejected"}
@@ -39,10 +39,8 @@ METHODS = {
 @pytest.fixture(autouse=True)
 def _single_thread():
     """Tiny tensors: intra-op threads only add synchronisation (pathologically slow on a loaded 2-core machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with one_torch_thread():
+        yield
 
 
 def tiny_model(seed: int) -> GPTNeoXForCausalLM:

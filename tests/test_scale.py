@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from alignlab.errors import ConfigError
-from conftest import CONF_DIR, REPO, compose_config
+from conftest import CONF_DIR, REPO, compose_config, one_torch_thread
 
 TRAINERS = sorted(p.stem for p in (Path(CONF_DIR) / "trainer").glob("*.yaml"))
 DEEPSPEED = [t for t in TRAINERS if t.startswith("deepspeed")]
@@ -106,10 +106,8 @@ def one_thread():
     this, Lightning gives each DDP rank cores // ranks threads (1 on 2 cores) while the one-process run has all the
     cores: matmuls then sum in another order, and 10 AdamW steps grow that to ~2e-5 in the loss (measured; 4e-7
     with equal threads), more than LOSS_ATOL, on some machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
